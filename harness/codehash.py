@@ -1,0 +1,92 @@
+"""Hashes of the code a run depends on, for Snakemake's ``params:`` rerun trigger.
+
+Snakemake's own ``code`` trigger only sees the text of ``shell:``/``run:`` blocks, not edits in
+the installed harness or plugins. A run depends on the harness (every module of the
+``peftbench`` package outside the plugin packages) and on the modules of its model, method and
+task plugins, plus the plugin-package modules they import. Editing one method's module changes
+the hash of that method's runs only.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+from peftbench.registry import METHODS, MODELS, TASKS
+
+HARNESS_DIR = Path(__file__).parent
+REPORTING_ONLY = {"aggregate.py", "report.py", "plots.py", "cli.py", "templates"}
+"""Harness parts that never change a run's result (editing them reruns no training)."""
+
+
+@cache
+def harness_files() -> tuple[Path, ...]:
+    """The harness's own source: Python modules, schemas, templates and metric modules."""
+    return tuple(
+        sorted(
+            p
+            for p in HARNESS_DIR.rglob("*")
+            if p.is_file()
+            and p.suffix in (".py", ".json")
+            and not {"__pycache__", *REPORTING_ONLY} & set(p.relative_to(HARNESS_DIR).parts)
+        )
+    )
+
+
+def plugin_files(plugin: object) -> set[Path]:
+    """The plugin's module file plus the sibling modules of its package that it imports."""
+    module = sys.modules[type(plugin).__module__]
+    if not getattr(module, "__file__", None):
+        return set()
+    path = Path(module.__file__)
+    if path.parent == HARNESS_DIR:  # a harness class (e.g. a hub model): covered by the harness
+        return set()
+    files = {path}
+    package = module.__name__.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            name = node.module or ""
+            if node.level:
+                name = package + ("." + name if name else "")
+            if name.startswith(package + "."):
+                sibling = sys.modules.get(name)
+                if sibling is not None and getattr(sibling, "__file__", None):
+                    files.add(Path(sibling.__file__))
+    return files
+
+
+def hash_files(files: list[Path] | tuple[Path, ...]) -> str:
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@cache
+def _harness_hash() -> str:
+    return hash_files(harness_files())
+
+
+@cache
+def code_hash(model: str, method: str, task: str) -> str:
+    """One hash of everything the run ``model × method × task`` executes in peftbench's code."""
+    files: set[Path] = set()
+    for plugin in (MODELS.get(model), METHODS.get(method), TASKS.get(task)):
+        files |= plugin_files(plugin)
+    return f"{_harness_hash()}-{hash_files(sorted(files))}"
+
+
+@cache
+def git_commit() -> str | None:
+    """The commit of the harness's source checkout (``+dirty`` with local edits), if any."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HARNESS_DIR, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=HARNESS_DIR, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty else "")

@@ -1,0 +1,150 @@
+"""The interface every model plugin implements, and what the harness knows about a model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Facts about a loaded model that methods may depend on."""
+
+    name: str
+    model_type: str
+    num_layers: int
+    hidden_size: int
+    head_prefixes: tuple[str, ...]
+    """Module paths of the task head: what lies outside the backbone, plus backbone modules the
+    checkpoint did not provide (newly initialised for the task)."""
+    has_bias: bool
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    info: ModelInfo
+    fingerprint: str
+    """Content hash of the pretrained weights (``"config-only"`` when built without weights)."""
+
+
+class ModelSource:
+    """Where a pretrained model comes from and how to build its task model."""
+
+    name: str = ""
+    description: str = ""
+    tokenizer_key: str = ""
+    """Models that share a tokenizer share one tokenized copy of each task."""
+
+    def config(self, **overrides: Any) -> PretrainedConfig:
+        raise NotImplementedError
+
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        raise NotImplementedError
+
+    def load(self, num_labels: int, dtype: Any = None) -> LoadedModel:
+        """The pretrained backbone with a freshly initialised sequence-classification head."""
+        raise NotImplementedError
+
+    def build_empty(self, num_labels: int) -> LoadedModel:
+        """The same task model on the meta device: structure without weights (for counting)."""
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        config = self.config(num_labels=num_labels)
+        with torch.device("meta"):
+            model = AutoModelForSequenceClassification.from_config(config)
+        return LoadedModel(model, model_info(self.name, model), "config-only")
+
+
+def model_info(name: str, model: nn.Module, newly_initialised: list[str] | None = None) -> ModelInfo:
+    """Describe ``model``; the head is what lies outside the backbone plus anything the checkpoint
+    did not provide (``newly_initialised``, from ``from_pretrained``'s loading info)."""
+    config = model.config
+    prefix = model.base_model_prefix
+    heads = {n.split(".")[0] for n, _ in model.named_parameters() if not n.startswith(prefix + ".")}
+    heads.update(m for m in newly_initialised or [] if not any(m.startswith(h + ".") for h in heads))
+    return ModelInfo(
+        name=name,
+        model_type=config.model_type,
+        num_layers=config.num_hidden_layers,
+        hidden_size=config.hidden_size,
+        head_prefixes=tuple(sorted(heads)),
+        has_bias=any(n.endswith(".bias") for n, _ in model.named_parameters()),
+    )
+
+
+class TransformersModel(ModelSource):
+    """A model that ``transformers`` loads from a local folder or a hub id.
+
+    ``config_overrides`` change the architecture at load time; for example
+    ``{"num_hidden_layers": 2}`` keeps the first two pretrained layers. Remote code is never
+    trusted unless ``trust_remote_code`` is set explicitly.
+    """
+
+    def __init__(
+        self,
+        location: str,
+        description: str = "",
+        tokenizer_key: str | None = None,
+        config_overrides: dict[str, Any] | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        self.location = location
+        self.description = description or f"{location} (transformers)"
+        self.tokenizer_key = tokenizer_key or location.replace("/", "--")
+        self.config_overrides = dict(config_overrides or {})
+        self.trust_remote_code = trust_remote_code
+
+    def path(self) -> str:
+        return self.location
+
+    def config(self, **overrides: Any) -> PretrainedConfig:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(
+            self.path(),
+            trust_remote_code=self.trust_remote_code,
+            **self.config_overrides,
+            **overrides,
+        )
+
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.path(), trust_remote_code=self.trust_remote_code)
+
+    def load(self, num_labels: int, dtype: Any = None) -> LoadedModel:
+        from transformers import AutoModelForSequenceClassification
+
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
+            self.path(),
+            config=self.config(num_labels=num_labels),
+            dtype=dtype,
+            use_safetensors=True,
+            trust_remote_code=self.trust_remote_code,
+            output_loading_info=True,
+        )
+        fresh = sorted({key.rsplit(".", 1)[0] for key in loading["missing_keys"]})
+        return LoadedModel(model, model_info(self.name, model, fresh), weights_fingerprint(model))
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """SHA-256 over the backbone's parameter names, shapes, dtypes and values."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.base_model.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch_uint8()).numpy())
+    return "sha256:" + digest.hexdigest()
+
+
+def torch_uint8() -> Any:
+    import torch
+
+    return torch.uint8

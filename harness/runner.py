@@ -1,0 +1,278 @@
+"""One run: load, adapt, train for a fixed budget, evaluate, count, write one result record.
+
+Every outcome becomes a record: ``ok``, or ``oom`` / ``unsupported`` / ``diverged`` / ``failed``
+with a message, so a sweep goes on past a failed combination. Only an interrupted process
+(a signal) leaves no record, and then Snakemake reruns the job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import platform
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from peftbench import __version__
+from peftbench.measure import percentile, phase, synchronize
+from peftbench.method import unfreeze_head
+from peftbench.record import SCHEMA_VERSION, write_record
+from peftbench.registry import METHODS, MODELS, TASKS
+from peftbench.spec import RunSpec
+
+WARMUP_STEPS_EXCLUDED = 3
+"""Steps left out of the throughput figures (allocator and kernel warm-up)."""
+
+
+class Unsupported(Exception):
+    """The combination cannot run (method × architecture, precision × device)."""
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+
+def empty_record(spec: RunSpec, command: str) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": spec.run_id,
+        "spec": spec.to_dict(),
+        "status": {"code": "ok", "message": ""},
+        "params": {},
+        "metrics": {},
+        "memory": {},
+        "throughput": {},
+        "timing": {"started_at": dt.datetime.now(dt.timezone.utc).isoformat()},
+        "training": {},
+        "provenance": provenance(command),
+    }
+
+
+def provenance(command: str) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    versions = {"python": platform.python_version(), "peftbench": __version__}
+    for package in ("torch", "transformers", "peft", "datasets", "evaluate", "accelerate"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    versions["cuda"] = torch.version.cuda
+    from peftbench.codehash import git_commit
+
+    return {
+        "command": command,
+        "versions": versions,
+        "device": {},
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "git_commit": git_commit(),
+        "code_hash": None,
+        "data_fingerprint": None,
+        "model_fingerprint": None,
+    }
+
+
+def classify_failure(error: BaseException) -> tuple[str, str]:
+    """Status code and message for an exception raised during a run."""
+    import torch
+
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(error, Unsupported):
+        return "unsupported", str(error)
+    if isinstance(error, Diverged):
+        return "diverged", str(error)
+    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(error):
+        return "oom", text
+    return "failed", text + "\n" + "".join(traceback.format_tb(error.__traceback__)[-3:])
+
+
+def execute(
+    spec: RunSpec,
+    out_dir: str | Path,
+    tokenized_dir: str | None = None,
+    threads: int | None = None,
+    command: str = "",
+    lock_dir: str | Path = ".peftbench/locks",
+) -> dict[str, Any]:
+    """Run ``spec`` and write ``out_dir/result.json``; return the record whatever the outcome."""
+    from peftbench.codehash import code_hash
+
+    record = empty_record(spec, command)
+    record["provenance"]["code_hash"] = code_hash(spec.model, spec.method, spec.task)
+    try:
+        _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir)
+    except Exception as error:  # every failure is data; signals are not caught
+        code, message = classify_failure(error)
+        record["status"] = {"code": code, "message": message}
+        record["metrics"] = {}
+    record["timing"]["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+    write_record(Path(out_dir) / "result.json", record)
+    return record
+
+
+def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from peftbench.device import select_device
+
+    hp = spec.hparams
+    method, task, source = METHODS.get(spec.method), TASKS.get(spec.task), MODELS.get(spec.model)
+    if threads:
+        torch.set_num_threads(threads)
+    device = select_device(lock_dir)
+    record["provenance"]["device"] = describe_device(device, threads)
+    precision = hp["precision"]
+    if precision == "fp16" and device == "cpu":
+        raise Unsupported("fp16 mixed precision needs a CUDA device; this run is on the CPU")
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)
+
+    data, data_fingerprint = _load_data(spec, tokenized_dir)
+    record["provenance"]["data_fingerprint"] = data_fingerprint
+
+    set_seed(spec.seed)
+    with phase("load", device, record):
+        loaded = source.load(num_labels=task.num_labels)
+    record["provenance"]["model_fingerprint"] = loaded.fingerprint
+    info = loaded.info
+    reason = method.unsupported_reason(info)
+    if reason:
+        raise Unsupported(reason)
+
+    from peftbench.params import count_base, count_static
+
+    base_names = {name for name, _ in loaded.model.named_parameters()}
+    model = method.apply(loaded.model, hp, info)
+    unfreeze_head(model, info)
+    record["params"] = {"base_total": count_base(loaded.model, info), **count_static(model, method, info, base_names)}
+
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision="no" if precision == "fp32" else precision)
+    train_loader, eval_loader = _loaders(data, source, hp, spec.seed)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=hp["lr"], weight_decay=hp["weight_decay"])
+    from transformers import get_linear_schedule_with_warmup
+
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, math.ceil(hp["warmup_ratio"] * hp["steps"]), hp["steps"]
+    )
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+
+    with phase("train", device, record):
+        losses, step_times, samples, tokens = _train(model, optimizer, scheduler, train_loader, accelerator, method, hp, device)
+    timed = step_times[WARMUP_STEPS_EXCLUDED:] or step_times
+    timed_samples = samples[WARMUP_STEPS_EXCLUDED:] or samples
+    timed_tokens = tokens[WARMUP_STEPS_EXCLUDED:] or tokens
+    record["training"] = {"loss_first": losses[0], "loss_last": losses[-1], "losses": losses, "steps": len(losses)}
+    record["throughput"].update({
+        "train_samples_per_s": sum(timed_samples) / sum(timed),
+        "train_tokens_per_s": sum(timed_tokens) / sum(timed),
+        "train_step_median_s": percentile(timed, 0.5),
+        "train_step_p90_s": percentile(timed, 0.9),
+        "train_steps_timed": len(timed),
+    })
+
+    with phase("eval", device, record):
+        predictions, references, eval_seconds = _predict(model, eval_loader, accelerator, device)
+    record["throughput"]["eval_samples_per_s"] = len(references) / eval_seconds
+
+    from peftbench.metrics import chance_metrics, compute_metrics
+
+    record["metrics"] = {
+        "primary": task.primary_metric,
+        "split": "validation",
+        "num_examples": len(references),
+        "values": compute_metrics(task.metrics, predictions, references),
+        "chance": chance_metrics(task.metrics, list(data["train"]["labels"]), references),
+    }
+
+
+def describe_device(device: str, threads: int | None) -> dict[str, Any]:
+    import torch
+
+    described: dict[str, Any] = {"type": device.split(":")[0], "id": device, "threads": torch.get_num_threads()}
+    if device.startswith("cuda"):
+        described["name"] = torch.cuda.get_device_name(device)
+    else:
+        described["name"] = platform.processor() or platform.machine()
+    return described
+
+
+def _load_data(spec: RunSpec, tokenized_dir: str | None):
+    from peftbench.data import load_tokenized, tokenize_task
+
+    if tokenized_dir:
+        data, meta = load_tokenized(tokenized_dir)
+        if meta["task"] != spec.task or meta["tokenizer"] != MODELS.get(spec.model).tokenizer_key:
+            raise ValueError(f"{tokenized_dir} holds {meta['task']} for {meta['tokenizer']}, not this run's")
+        if meta["max_length"] != spec.hparams["max_length"]:
+            raise ValueError(f"{tokenized_dir} was cut at {meta['max_length']} tokens, run wants {spec.hparams['max_length']}")
+        return data, meta["data_fingerprint"]
+    return tokenize_task(spec.task, spec.model, spec.hparams["max_length"], spec.data_dir)
+
+
+def _loaders(data, source, hp, seed):
+    import torch
+    from torch.utils.data import DataLoader
+    from transformers import DataCollatorWithPadding
+
+    collate = DataCollatorWithPadding(source.tokenizer())
+    generator = torch.Generator().manual_seed(seed)
+    train = DataLoader(data["train"], batch_size=hp["batch_size"], shuffle=True, collate_fn=collate, generator=generator, drop_last=True)
+    evaluation = data["validation"]
+    if hp["max_eval_examples"]:
+        evaluation = evaluation.select(range(min(hp["max_eval_examples"], len(evaluation))))
+    return train, DataLoader(evaluation, batch_size=hp["eval_batch_size"], collate_fn=collate)
+
+
+def _train(model, optimizer, scheduler, loader, accelerator, method, hp, device):
+    """Train for ``hp["steps"]`` optimizer steps, cycling over the data; per-step measurements."""
+    model.train()
+    losses, step_times, samples, tokens = [], [], [], []
+    batches = iter(loader)
+    on_step = getattr(method, "on_step", None)
+    for step in range(hp["steps"]):
+        try:
+            batch = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            batch = next(batches)
+        synchronize(device)
+        start = time.perf_counter()
+        loss = model(**batch).loss
+        if not math.isfinite(loss.item()):
+            raise Diverged(f"loss became {loss.item()} at step {step}")
+        accelerator.backward(loss)
+        optimizer.step()
+        scheduler.step()
+        if on_step is not None:
+            on_step(model, step)
+        optimizer.zero_grad(set_to_none=True)
+        synchronize(device)
+        step_times.append(time.perf_counter() - start)
+        losses.append(loss.item())
+        samples.append(int(batch["labels"].shape[0]))
+        tokens.append(int(batch["attention_mask"].sum().item()))
+    return losses, step_times, samples, tokens
+
+
+def _predict(model, loader, accelerator, device):
+    import torch
+
+    model.eval()
+    predictions, references = [], []
+    synchronize(device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for batch in loader:
+            logits = model(**{k: v.to(accelerator.device) for k, v in batch.items() if k != "labels"}).logits
+            predictions += logits.argmax(-1).tolist()
+            references += batch["labels"].tolist()
+    synchronize(device)
+    return predictions, references, time.perf_counter() - start

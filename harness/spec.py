@@ -1,0 +1,128 @@
+"""Run specifications: one model × method × task × seed with every hyperparameter resolved.
+
+Resolution order (later wins): the harness's training defaults, the method's defaults, the
+user's overrides. Every name and value is checked here, before any expensive work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from peftbench.registry import METHODS, MODELS, TASKS
+
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "steps": 100,
+    "batch_size": 16,
+    "eval_batch_size": 64,
+    "max_length": 64,
+    "warmup_ratio": 0.06,
+    "weight_decay": 0.0,
+    "precision": "fp32",
+    "max_eval_examples": 0,
+}
+"""Training budget and loop settings shared by all methods (``max_eval_examples`` 0: all)."""
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+POSITIVE = ("steps", "batch_size", "eval_batch_size", "max_length")
+
+
+class SpecError(ValueError):
+    """A bad run specification; the message names the bad value and the valid choices."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    model: str
+    method: str
+    task: str
+    seed: int
+    hparams: dict[str, Any] = field(default_factory=dict)
+    data_dir: str | None = None
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.model}/{self.method}/{self.task}/seed{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_value(key: str, raw: Any, default: Any) -> Any:
+    """``raw`` converted to the type of ``default`` (strings come from ``--set key=value``)."""
+    kind = type(default)
+    if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
+        return raw
+    if kind is bool:
+        text = str(raw).strip().lower()
+        if text in ("true", "1", "yes"):
+            return True
+        if text in ("false", "0", "no"):
+            return False
+        raise SpecError(f"{key}={raw!r}: expected a boolean (true/false)")
+    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if kind in (int, float) and isinstance(raw, str):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    if kind is str and isinstance(raw, (int, float)):
+        return str(raw)
+    raise SpecError(f"{key}={raw!r}: expected a {kind.__name__} (like the default {default!r})")
+
+
+def resolve_hparams(method: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Training defaults + the method's defaults + ``overrides``, each value type-checked."""
+    defaults = {**TRAINING_DEFAULTS, **METHODS.get(method).defaults}
+    resolved = dict(defaults)
+    for key, raw in (overrides or {}).items():
+        if key not in defaults:
+            raise SpecError(
+                f"unknown hyperparameter {key!r} for method {method!r}; "
+                f"valid: {', '.join(sorted(defaults))}"
+            )
+        resolved[key] = parse_value(key, raw, defaults[key])
+    check_hparams(resolved)
+    return resolved
+
+
+def check_hparams(hp: dict[str, Any]) -> None:
+    for key in POSITIVE:
+        if hp[key] <= 0:
+            raise SpecError(f"{key}={hp[key]!r}: must be a positive integer")
+    if hp["precision"] not in PRECISIONS:
+        raise SpecError(f"precision={hp['precision']!r}; valid: {', '.join(PRECISIONS)}")
+    if not 0 <= hp["warmup_ratio"] < 1:
+        raise SpecError(f"warmup_ratio={hp['warmup_ratio']!r}: must be in [0, 1)")
+    if hp["lr"] <= 0:
+        raise SpecError(f"lr={hp['lr']!r}: must be positive")
+    if hp["max_eval_examples"] < 0:
+        raise SpecError(f"max_eval_examples={hp['max_eval_examples']!r}: must be >= 0 (0: all)")
+
+
+def resolve_spec(
+    model: str,
+    method: str,
+    task: str,
+    seed: int,
+    overrides: dict[str, Any] | None = None,
+    data_dir: str | None = None,
+) -> RunSpec:
+    """A fully resolved, validated :class:`RunSpec` (unknown names fail with the valid ones)."""
+    for registry, name in ((MODELS, model), (METHODS, method), (TASKS, task)):
+        registry.check(name)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise SpecError(f"seed={seed!r}: must be a non-negative integer")
+    return RunSpec(model, method, task, seed, resolve_hparams(method, overrides), data_dir)
+
+
+def parse_assignments(items: list[str]) -> dict[str, str]:
+    """``["lr=1e-3", "r=4"]`` -> ``{"lr": "1e-3", "r": "4"}``."""
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SpecError(f"--set {item!r}: expected key=value")
+        parsed[key.strip()] = value.strip()
+    return parsed

@@ -1,0 +1,1 @@
+"""peftbench's own methods, registered through the ``peftbench.methods`` entry points."""

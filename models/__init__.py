@@ -1,0 +1,1 @@
+"""peftbench's own models, registered through the ``peftbench.models`` entry points."""

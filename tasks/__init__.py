@@ -1,0 +1,1 @@
+"""peftbench's own tasks, registered through the ``peftbench.tasks`` entry points."""
