@@ -25,7 +25,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from peftbench.runner import execute
 
-    spec = resolve_spec(args.model, args.method, args.task, args.seed, parse_assignments(args.set), args.data_dir)
+    spec = resolve_spec(
+        args.model, args.method, args.task, args.seed, parse_assignments(args.set), args.data_dir
+    )
     command = "peftbench " + shlex.join(sys.argv[1:]) if args.command is None else args.command
     record = execute(spec, args.out, args.tokenized, args.threads, command)
     status = record["status"]
@@ -79,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--method", required=True)
     run.add_argument("--task", required=True)
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="hyperparameter override")
+    run.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="hyperparameter override"
+    )
     run.add_argument("--data-dir", default=None, help="local data folder for tasks that take one")
     run.add_argument("--tokenized", default=None, help="folder written by 'peftbench tokenize'")
     run.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -98,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     agg = sub.add_parser("aggregate", help="collect result records into one flat CSV table")
     agg.add_argument("records", nargs="+", help="result.json files")
     agg.add_argument("--out", required=True)
-    agg.add_argument("--skip-invalid", action="store_true", help="warn about bad records instead of stopping")
+    agg.add_argument(
+        "--skip-invalid", action="store_true", help="warn about bad records instead of stopping"
+    )
     agg.set_defaults(func=cmd_aggregate)
 
     rep = sub.add_parser("report", help="render leaderboards from the aggregated table")
@@ -107,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--html", required=True)
     rep.set_defaults(func=cmd_report)
 
-    code = sub.add_parser("codehash", help="hash of the code a model × method × task run depends on")
+    code = sub.add_parser(
+        "codehash", help="hash of the code a model × method × task run depends on"
+    )
     code.add_argument("--model", required=True)
     code.add_argument("--method", required=True)
     code.add_argument("--task", required=True)

@@ -23,18 +23,17 @@ REPORTING_ONLY = {"aggregate.py", "report.py", "plots.py", "cli.py", "templates"
 """Harness parts that never change a run's result (editing them reruns no training)."""
 
 
-@cache
-def harness_files() -> tuple[Path, ...]:
-    """The harness's own source: Python modules, schemas, templates and metric modules."""
-    return tuple(
-        sorted(
-            p
-            for p in HARNESS_DIR.rglob("*")
-            if p.is_file()
-            and p.suffix in (".py", ".json")
-            and not {"__pycache__", *REPORTING_ONLY} & set(p.relative_to(HARNESS_DIR).parts)
-        )
-    )
+def _source_files(reporting: bool) -> tuple[Path, ...]:
+    files = []
+    for path in sorted(HARNESS_DIR.rglob("*")):
+        parts = set(path.relative_to(HARNESS_DIR).parts)
+        if (
+            path.is_file()
+            and "__pycache__" not in parts
+            and bool(parts & REPORTING_ONLY) == reporting
+        ):
+            files.append(path)
+    return tuple(files)
 
 
 def plugin_files(plugin: object) -> set[Path]:
@@ -68,8 +67,15 @@ def hash_files(files: list[Path] | tuple[Path, ...]) -> str:
 
 
 @cache
-def _harness_hash() -> str:
-    return hash_files(harness_files())
+def harness_hash() -> str:
+    """Hash of the harness code that runs inside a job (modules, schemas, metric modules)."""
+    return hash_files(_source_files(reporting=False))
+
+
+@cache
+def reporting_hash() -> str:
+    """Hash of the harness code that only aggregates and renders results."""
+    return hash_files(_source_files(reporting=True))
 
 
 @cache
@@ -78,15 +84,27 @@ def code_hash(model: str, method: str, task: str) -> str:
     files: set[Path] = set()
     for plugin in (MODELS.get(model), METHODS.get(method), TASKS.get(task)):
         files |= plugin_files(plugin)
-    return f"{_harness_hash()}-{hash_files(sorted(files))}"
+    return f"{harness_hash()}-{hash_files(sorted(files))}"
 
 
 @cache
 def git_commit() -> str | None:
     """The commit of the harness's source checkout (``+dirty`` with local edits), if any."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HARNESS_DIR, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=HARNESS_DIR, capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=HARNESS_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"],
+            cwd=HARNESS_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("+dirty" if dirty else "")

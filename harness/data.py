@@ -17,8 +17,9 @@ META_FILE = "peftbench_tokenized.json"
 
 
 def tokenize_task(task_name: str, model_name: str, max_length: int, data_dir: str | None = None):
-    """The task's splits tokenized for the model: ``input_ids``, ``attention_mask`` (and
-    ``token_type_ids`` where the tokenizer makes them), ``labels``; plus the raw-data fingerprint."""
+    """The task's splits tokenized for the model (``input_ids``, ``attention_mask``,
+    ``token_type_ids`` where the tokenizer makes them, ``labels``) and the raw data's
+    fingerprint."""
     task = TASKS.get(task_name)
     tokenizer = MODELS.get(model_name).tokenizer()
     raw = task.load(data_dir)
@@ -35,8 +36,13 @@ def tokenize_task(task_name: str, model_name: str, max_length: int, data_dir: st
     return tokenized, fingerprint
 
 
-def save_tokenized(out_dir: str | os.PathLike, task_name: str, model_name: str, max_length: int,
-                   data_dir: str | None = None) -> None:
+def save_tokenized(
+    out_dir: str | os.PathLike,
+    task_name: str,
+    model_name: str,
+    max_length: int,
+    data_dir: str | None = None,
+) -> None:
     """Tokenize and save atomically: into a temporary folder, renamed into place when complete."""
     out = Path(out_dir)
     tokenized, fingerprint = tokenize_task(task_name, model_name, max_length, data_dir)
@@ -44,8 +50,13 @@ def save_tokenized(out_dir: str | os.PathLike, task_name: str, model_name: str, 
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         tokenized.save_to_disk(str(tmp / "data"))
-        meta = {"task": task_name, "tokenizer": MODELS.get(model_name).tokenizer_key,
-                "max_length": max_length, "data_fingerprint": fingerprint, "data_dir": data_dir}
+        meta = {
+            "task": task_name,
+            "tokenizer": MODELS.get(model_name).tokenizer_key,
+            "max_length": max_length,
+            "data_fingerprint": fingerprint,
+            "data_dir": data_dir,
+        }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
         if out.exists():
             shutil.rmtree(out)

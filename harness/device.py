@@ -54,4 +54,8 @@ def select_device(lock_dir: str | os.PathLike) -> str:
     claimed = claim_device(devices, lock_dir)
     if claimed is None:
         raise RuntimeError(f"all GPUs {devices} are held by other peftbench jobs")
-    return f"cuda:{devices.index(claimed)}" if "CUDA_VISIBLE_DEVICES" in os.environ else f"cuda:{claimed}"
+    return (
+        f"cuda:{devices.index(claimed)}"
+        if "CUDA_VISIBLE_DEVICES" in os.environ
+        else f"cuda:{claimed}"
+    )

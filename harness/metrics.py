@@ -25,7 +25,9 @@ def load_metric(name: str) -> Any:
     return evaluate.load(metric_location(name))
 
 
-def compute_metrics(names: tuple[str, ...], predictions: list[int], references: list[int]) -> dict[str, float]:
+def compute_metrics(
+    names: tuple[str, ...], predictions: list[int], references: list[int]
+) -> dict[str, float]:
     """Every metric in ``names`` over the predictions; one float per metric."""
     values: dict[str, float] = {}
     for name in names:
@@ -34,7 +36,9 @@ def compute_metrics(names: tuple[str, ...], predictions: list[int], references: 
     return values
 
 
-def chance_metrics(names: tuple[str, ...], train_labels: list[int], references: list[int]) -> dict[str, float]:
+def chance_metrics(
+    names: tuple[str, ...], train_labels: list[int], references: list[int]
+) -> dict[str, float]:
     """The metrics of the majority-class predictor (majority taken on the training split)."""
     majority = max(set(train_labels), key=train_labels.count)
     return compute_metrics(names, [majority] * len(references), references)

@@ -61,13 +61,17 @@ class ModelSource:
         return LoadedModel(model, model_info(self.name, model), "config-only")
 
 
-def model_info(name: str, model: nn.Module, newly_initialised: list[str] | None = None) -> ModelInfo:
+def model_info(
+    name: str, model: nn.Module, newly_initialised: list[str] | None = None
+) -> ModelInfo:
     """Describe ``model``; the head is what lies outside the backbone plus anything the checkpoint
     did not provide (``newly_initialised``, from ``from_pretrained``'s loading info)."""
     config = model.config
     prefix = model.base_model_prefix
     heads = {n.split(".")[0] for n, _ in model.named_parameters() if not n.startswith(prefix + ".")}
-    heads.update(m for m in newly_initialised or [] if not any(m.startswith(h + ".") for h in heads))
+    heads.update(
+        m for m in newly_initialised or [] if not any(m.startswith(h + ".") for h in heads)
+    )
     return ModelInfo(
         name=name,
         model_type=config.model_type,

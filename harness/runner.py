@@ -86,7 +86,9 @@ def classify_failure(error: BaseException) -> tuple[str, str]:
         return "unsupported", str(error)
     if isinstance(error, Diverged):
         return "diverged", str(error)
-    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(error):
+    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(
+        error
+    ):
         return "oom", text
     return "failed", text + "\n" + "".join(traceback.format_tb(error.__traceback__)[-3:])
 
@@ -149,11 +151,14 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
     from peftbench.params import count_base, count_static
 
     base_names = {name for name, _ in loaded.model.named_parameters()}
+    base_total = count_base(loaded.model, info)
     model = method.apply(loaded.model, hp, info)
     unfreeze_head(model, info)
-    record["params"] = {"base_total": count_base(loaded.model, info), **count_static(model, method, info, base_names)}
+    record["params"] = {"base_total": base_total, **count_static(model, method, info, base_names)}
 
-    accelerator = Accelerator(cpu=device == "cpu", mixed_precision="no" if precision == "fp32" else precision)
+    accelerator = Accelerator(
+        cpu=device == "cpu", mixed_precision="no" if precision == "fp32" else precision
+    )
     train_loader, eval_loader = _loaders(data, source, hp, spec.seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=hp["lr"], weight_decay=hp["weight_decay"])
@@ -162,21 +167,32 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
     scheduler = get_linear_schedule_with_warmup(
         optimizer, math.ceil(hp["warmup_ratio"] * hp["steps"]), hp["steps"]
     )
-    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    model, optimizer, train_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, scheduler
+    )
 
     with phase("train", device, record):
-        losses, step_times, samples, tokens = _train(model, optimizer, scheduler, train_loader, accelerator, method, hp, device)
+        losses, step_times, samples, tokens = _train(
+            model, optimizer, scheduler, train_loader, accelerator, method, hp, device
+        )
     timed = step_times[WARMUP_STEPS_EXCLUDED:] or step_times
     timed_samples = samples[WARMUP_STEPS_EXCLUDED:] or samples
     timed_tokens = tokens[WARMUP_STEPS_EXCLUDED:] or tokens
-    record["training"] = {"loss_first": losses[0], "loss_last": losses[-1], "losses": losses, "steps": len(losses)}
-    record["throughput"].update({
-        "train_samples_per_s": sum(timed_samples) / sum(timed),
-        "train_tokens_per_s": sum(timed_tokens) / sum(timed),
-        "train_step_median_s": percentile(timed, 0.5),
-        "train_step_p90_s": percentile(timed, 0.9),
-        "train_steps_timed": len(timed),
-    })
+    record["training"] = {
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "losses": losses,
+        "steps": len(losses),
+    }
+    record["throughput"].update(
+        {
+            "train_samples_per_s": sum(timed_samples) / sum(timed),
+            "train_tokens_per_s": sum(timed_tokens) / sum(timed),
+            "train_step_median_s": percentile(timed, 0.5),
+            "train_step_p90_s": percentile(timed, 0.9),
+            "train_steps_timed": len(timed),
+        }
+    )
 
     with phase("eval", device, record):
         predictions, references, eval_seconds = _predict(model, eval_loader, accelerator, device)
@@ -196,7 +212,11 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
 def describe_device(device: str, threads: int | None) -> dict[str, Any]:
     import torch
 
-    described: dict[str, Any] = {"type": device.split(":")[0], "id": device, "threads": torch.get_num_threads()}
+    described: dict[str, Any] = {
+        "type": device.split(":")[0],
+        "id": device,
+        "threads": torch.get_num_threads(),
+    }
     if device.startswith("cuda"):
         described["name"] = torch.cuda.get_device_name(device)
     else:
@@ -210,9 +230,13 @@ def _load_data(spec: RunSpec, tokenized_dir: str | None):
     if tokenized_dir:
         data, meta = load_tokenized(tokenized_dir)
         if meta["task"] != spec.task or meta["tokenizer"] != MODELS.get(spec.model).tokenizer_key:
-            raise ValueError(f"{tokenized_dir} holds {meta['task']} for {meta['tokenizer']}, not this run's")
+            raise ValueError(
+                f"{tokenized_dir} holds {meta['task']} for {meta['tokenizer']}, not this run's"
+            )
         if meta["max_length"] != spec.hparams["max_length"]:
-            raise ValueError(f"{tokenized_dir} was cut at {meta['max_length']} tokens, run wants {spec.hparams['max_length']}")
+            raise ValueError(
+                f"{tokenized_dir} was cut at {meta['max_length']} tokens, run wants {spec.hparams['max_length']}"
+            )
         return data, meta["data_fingerprint"]
     return tokenize_task(spec.task, spec.model, spec.hparams["max_length"], spec.data_dir)
 
@@ -224,7 +248,14 @@ def _loaders(data, source, hp, seed):
 
     collate = DataCollatorWithPadding(source.tokenizer())
     generator = torch.Generator().manual_seed(seed)
-    train = DataLoader(data["train"], batch_size=hp["batch_size"], shuffle=True, collate_fn=collate, generator=generator, drop_last=True)
+    train = DataLoader(
+        data["train"],
+        batch_size=hp["batch_size"],
+        shuffle=True,
+        collate_fn=collate,
+        generator=generator,
+        drop_last=True,
+    )
     evaluation = data["validation"]
     if hp["max_eval_examples"]:
         evaluation = evaluation.select(range(min(hp["max_eval_examples"], len(evaluation))))
@@ -271,7 +302,9 @@ def _predict(model, loader, accelerator, device):
     start = time.perf_counter()
     with torch.no_grad():
         for batch in loader:
-            logits = model(**{k: v.to(accelerator.device) for k, v in batch.items() if k != "labels"}).logits
+            logits = model(
+                **{k: v.to(accelerator.device) for k, v in batch.items() if k != "labels"}
+            ).logits
             predictions += logits.argmax(-1).tolist()
             references += batch["labels"].tolist()
     synchronize(device)

@@ -124,14 +124,16 @@ class DocstringMatch(Task):
     size = 3200
 
     def load(self, data_dir: str | None = None):
-        definitions = [d for d in documented_definitions() if not d[1].split(".")[-1].startswith("_")]
+        definitions = [
+            d for d in documented_definitions() if not d[1].split(".")[-1].startswith("_")
+        ]
         counts: dict[str, int] = {}
         for _, _, text in definitions:
             counts[text] = counts.get(text, 0) + 1
         # Keep definitions whose docstring is theirs alone, so a negative is never a true match.
-        chosen = sorted(
-            (d for d in definitions if counts[d[2]] == 1), key=lambda d: _bucket(d[1])
-        )[: self.size]
+        chosen = sorted((d for d in definitions if counts[d[2]] == 1), key=lambda d: _bucket(d[1]))[
+            : self.size
+        ]
         rows = []
         for i, (_, qualname, text) in enumerate(chosen):
             name = ".".join(qualname.split(".")[-2:])

@@ -30,5 +30,5 @@ class Accuracy(evaluate.Metric):
     def _compute(self, predictions, references):
         if len(references) == 0:
             raise ValueError("accuracy of an empty set is undefined")
-        correct = sum(int(p == r) for p, r in zip(predictions, references))
+        correct = sum(int(p == r) for p, r in zip(predictions, references, strict=True))
         return {"accuracy": correct / len(references)}

@@ -1,0 +1,26 @@
+# One job per model × method × task × seed; each writes exactly one result record.
+
+
+rule run:
+    input:
+        tokenized=lambda w: tokenized_dir(w.model, w.task),
+    output:
+        f"{RESULTS}/runs/{{model}}/{{method}}/{{task}}/seed{{seed}}/result.json",
+    params:
+        # Snakemake cannot see edits inside the installed harness and plugins: this hash can.
+        code=lambda w: SWEEP.code_hash(w.model, w.method, w.task),
+        sets=lambda w: SWEEP.set_args(w.model, w.method, w.task, int(w.seed)),
+        data_dir=lambda w: SWEEP.data_dir_args(w.task),
+        outdir=lambda w, output: os.path.dirname(output[0]),
+    threads: config["threads_per_run"]
+    resources:
+        mem_mb=lambda w: SWEEP.mem_mb(w.model, w.method),
+        runtime=lambda w: SWEEP.runtime_min(w.model, w.method),
+        gpu=config["gpus_per_run"],
+    log:
+        f"{RESULTS}/logs/runs/{{model}}/{{method}}/{{task}}/seed{{seed}}.log",
+    shell:
+        "{PYTHON} -m peftbench run --model {wildcards.model:q} --method {wildcards.method:q}"
+        " --task {wildcards.task:q} --seed {wildcards.seed} {params.sets} {params.data_dir}"
+        " --tokenized {input.tokenized:q} --threads {threads} --out {params.outdir:q}"
+        " > {log:q} 2>&1"

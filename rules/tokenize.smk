@@ -1,0 +1,18 @@
+# Tokenization, once per task × tokenizer × length, shared by every run that needs it.
+
+
+rule tokenize:
+    output:
+        directory(f"{RESULTS}/cache/tokenized/{{tokenizer}}/{{task}}/len{{max_length}}"),
+    params:
+        model=lambda w: SWEEP.model_for_tokenizer[w.tokenizer],
+        data_dir=lambda w: SWEEP.data_dir_args(w.task),
+        code=lambda w: SWEEP.tokenize_hash(w.task, w.tokenizer),
+    threads: 1
+    resources:
+        mem_mb=2000,
+    log:
+        f"{RESULTS}/logs/tokenize/{{tokenizer}}/{{task}}/len{{max_length}}.log",
+    shell:
+        "{PYTHON} -m peftbench tokenize --task {wildcards.task:q} --model {params.model:q}"
+        " --max-length {wildcards.max_length} {params.data_dir} --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,54 @@
+"""Shared fixtures. Nothing here reaches a network: models come from PyPI, data from the
+standard library or ../shared (tests using the latter skip cleanly without it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_GLUE = REPO.parent / "shared" / "data" / "glue"
+
+
+@pytest.fixture
+def glue_dir() -> Path:
+    if not (SHARED_GLUE / "sst2" / "train.tsv").is_file():
+        pytest.skip(f"GLUE data not found at {SHARED_GLUE}")
+    return SHARED_GLUE
+
+
+def run_cli(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python -m peftbench ...`` in a subprocess, as a user would."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "peftbench", *args], cwd=cwd, capture_output=True, text=True, env=env
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"peftbench {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return result
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result

@@ -1,0 +1,59 @@
+"""`peftbench run` end to end on the real MiniLM (a few steps)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from peftbench.record import read_record
+from peftbench.runner import execute
+from peftbench.spec import resolve_spec
+
+TINY = {"steps": 4, "batch_size": 8, "max_length": 32, "max_eval_examples": 48}
+TIMING_KEYS = ("timing", "throughput", "memory")
+
+
+def run_once(tmp_path, method="lora", name="a", **overrides):
+    spec = resolve_spec("minilm-l2", method, "docstring-match", 0, {**TINY, **overrides})
+    return execute(spec, tmp_path / name, threads=1, command="test", lock_dir=tmp_path / "locks")
+
+
+def without_timing(record: dict) -> dict:
+    record = json.loads(json.dumps(record))
+    for key in TIMING_KEYS:
+        record.pop(key)
+    for key in ("started_at", "finished_at"):
+        record.get("timing", {}).pop(key, None)
+    return record
+
+
+@pytest.mark.parametrize("method", ["full", "bitfit", "lora"])
+def test_run_writes_a_complete_valid_record(tmp_path, method):
+    record = run_once(tmp_path, method)
+    assert record["status"] == {"code": "ok", "message": ""}
+    assert read_record(tmp_path / "a" / "result.json") == record
+    values = record["metrics"]["values"]
+    assert 0.0 <= values["accuracy"] <= 1.0 and record["metrics"]["num_examples"] == 48
+    assert record["params"]["trainable"] > 0 and record["params"]["base_total"] > 0
+    assert record["throughput"]["train_samples_per_s"] > 0
+    assert record["memory"]["train_cpu_peak_rss_bytes"] > 0
+    assert record["provenance"]["data_fingerprint"].startswith("sha256:")
+    assert record["spec"]["hparams"]["steps"] == 4 and len(record["training"]["losses"]) == 4
+
+
+def test_cpu_runs_are_deterministic(tmp_path):
+    first, second = run_once(tmp_path, name="a"), run_once(tmp_path, name="b")
+    assert without_timing(first) == without_timing(second)
+
+
+def test_fp16_on_cpu_is_recorded_as_unsupported(tmp_path):
+    record = run_once(tmp_path, precision="fp16")
+    assert record["status"]["code"] == "unsupported"
+    assert "fp16" in record["status"]["message"]
+    assert record["metrics"] == {}
+
+
+def test_divergence_is_recorded(tmp_path):
+    record = run_once(tmp_path, method="full", lr=1e12)
+    assert record["status"]["code"] == "diverged", record["status"]

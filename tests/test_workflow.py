@@ -1,0 +1,82 @@
+"""The Snakemake workflow, for real, on a tiny sweep in a temporary folder."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import yaml
+
+from peftbench.record import read_record
+from tests.conftest import run_snakemake
+
+TINY_BUDGET = {"steps": 3, "batch_size": 8, "max_length": 32}
+
+
+def write_config(folder, **changes):
+    config = {
+        "models": ["minilm-l2"],
+        "methods": ["full", "lora"],
+        "tasks": ["docstring-match"],
+        "seeds": [0],
+        "budget": TINY_BUDGET,
+        "hparams": {"max_eval_examples": 32},
+        **changes,
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow
+def test_tiny_sweep_end_to_end(tmp_path):
+    config = write_config(tmp_path)
+    run_snakemake(tmp_path, "--cores", "2", "--configfile", str(config))
+    records = sorted((tmp_path / "results" / "runs").rglob("result.json"))
+    assert [r.relative_to(tmp_path / "results" / "runs").as_posix() for r in records] == [
+        "minilm-l2/full/docstring-match/seed0/result.json",
+        "minilm-l2/lora/docstring-match/seed0/result.json",
+    ]
+    for path in records:
+        record = read_record(path)
+        assert record["status"]["code"] == "ok", record["status"]
+        assert record["spec"]["hparams"]["steps"] == 3
+    table = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
+    assert len(table) == 2 and set(table["spec.method"]) == {"full", "lora"}
+    markdown = (tmp_path / "reports" / "leaderboard.md").read_text()
+    html = (tmp_path / "reports" / "leaderboard.html").read_text()
+    for method in ("full", "lora"):
+        assert f"| {method}" in markdown or f" {method} " in markdown
+        assert f">{method}<" in html
+    # Tokenization ran once for both runs (they share the tokenizer).
+    assert len(list((tmp_path / "results" / "cache" / "tokenized").glob("*/*/len32"))) == 1
+    # Nothing to do on a second invocation.
+    again = run_snakemake(tmp_path, "--cores", "2", "--configfile", str(config), "-n")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_dry_run_shows_the_crossed_dag(tmp_path):
+    config = write_config(tmp_path, models=["minilm-l2", "minilm-l4"], seeds=[0, 1])
+    result = run_snakemake(tmp_path, "-n", "--configfile", str(config))
+    counts = dict(
+        line.split()[:2]
+        for line in result.stdout.splitlines()
+        if line.split()[:1] in (["run"], ["tokenize"])
+    )
+    assert counts == {"run": "8", "tokenize": "1"}
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"methods": ["lora", "lroa"]}, "unknown method 'lroa'"),
+        ({"tasks": ["glue/sst3"]}, "unknown task 'glue/sst3'"),
+        ({"hparams": {"max_eval_examples": 32, "rank": 4}}, "unknown hyperparameter 'rank'"),
+        ({"budget": {**TINY_BUDGET, "steps": 0}}, "steps"),
+    ],
+)
+def test_bad_config_is_refused_before_any_job(tmp_path, change, fragment):
+    config = write_config(tmp_path, **change)
+    result = run_snakemake(tmp_path, "-n", "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    assert fragment in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
