@@ -19,9 +19,11 @@ include: "rules/common.smk"
 include: "rules/tokenize.smk"
 include: "rules/run.smk"
 include: "rules/report.smk"
+include: "rules/params.smk"
 
 
 rule all:
     input:
         f"{REPORTS}/leaderboard.md",
         f"{REPORTS}/leaderboard.html",
+        f"{REPORTS}/param_counts.md",

@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from peftbench.record import RecordError, read_record
@@ -47,3 +48,195 @@ def write_table(frame: pd.DataFrame, out: str | os.PathLike) -> None:
     tmp = out.with_name(f".{out.name}.tmp")
     frame.to_csv(tmp, index=False)
     os.replace(tmp, out)
+
+
+# Analysis of the table: pure functions over DataFrames, used by the leaderboards.
+
+ROW = ["method", "model"]
+"""One leaderboard row: a method on a model; tasks and seeds are averaged over."""
+
+BEST = {"accuracy": 1.0, "matthews_correlation": 1.0}
+"""A perfect score per metric; metrics not listed count 1.0 as perfect."""
+
+STATUS_TEXT = {
+    "oom": "out of memory",
+    "unsupported": "unsupported",
+    "diverged": "diverged",
+    "failed": "failed",
+}
+
+
+def column(table: pd.DataFrame, name: str) -> pd.Series:
+    """``table[name]``, or all-missing when no record wrote that field."""
+    if name in table:
+        return table[name]
+    return pd.Series(np.nan, index=table.index, dtype=float)
+
+
+def primary_value(table: pd.DataFrame, prefix: str) -> pd.Series:
+    """Each row's ``{prefix}.{primary metric}`` (missing where the run has no metrics)."""
+    values = [
+        table.at[index, f"{prefix}.{metric}"] if f"{prefix}.{metric}" in table else np.nan
+        for index, metric in column(table, "metrics.primary").items()
+    ]
+    return pd.Series(values, index=table.index, dtype=float)
+
+
+def normalise(score: pd.Series, chance: pd.Series, best: pd.Series | float = 1.0) -> pd.Series:
+    """Chance-normalised score ``(score - chance) / (best - chance)``: 0 at chance, 1 perfect.
+
+    Missing where chance is already perfect (nothing to learn)."""
+    span = best - chance
+    return ((score - chance) / span).where(span != 0)
+
+
+def peak_memory(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Training peak memory (bytes) and its kind: GPU peak allocated if measured, else CPU RSS."""
+    gpu = column(table, "memory.train_gpu_peak_allocated_bytes").astype(float)
+    cpu = column(table, "memory.train_cpu_peak_rss_bytes").astype(float)
+    kind = pd.Series(None, index=table.index, dtype=object)
+    kind[cpu.notna()] = "CPU peak RSS"
+    kind[gpu.notna()] = "GPU peak allocated"
+    return gpu.fillna(cpu), kind
+
+
+def runs(table: pd.DataFrame) -> pd.DataFrame:
+    """One tidy row per run. Scores, memory and throughput are kept for finished runs only."""
+    ok = table["status.code"] == "ok"
+    metric = column(table, "metrics.primary")
+    score = primary_value(table, "metrics.values")
+    chance = primary_value(table, "metrics.chance")
+    best = metric.map(BEST).fillna(1.0).astype(float)
+    base = column(table, "params.base_total").astype(float)
+    trainable = column(table, "params.trainable").astype(float)
+    stored = column(table, "params.stored").astype(float)
+    memory, memory_kind = peak_memory(table)
+    return pd.DataFrame(
+        {
+            "task": table["spec.task"].astype(str),
+            "method": table["spec.method"].astype(str),
+            "model": table["spec.model"].astype(str),
+            "seed": table["spec.seed"],
+            "status": table["status.code"],
+            "message": column(table, "status.message").astype(object).fillna("").astype(str),
+            "metric": metric.where(ok),
+            "score": score.where(ok),
+            "chance": chance.where(ok),
+            "normalised": normalise(score, chance, best).where(ok),
+            "base_total": base,
+            "trainable": trainable,
+            "trainable_pct": column(table, "params.trainable_pct").fillna(100 * trainable / base),
+            "stored_bytes": column(table, "params.stored_bytes").astype(float),
+            "stored_pct": column(table, "params.stored_pct").fillna(100 * stored / base),
+            "memory_bytes": memory.where(ok),
+            "memory_kind": memory_kind.where(ok),
+            "tokens_per_s": column(table, "throughput.train_tokens_per_s").astype(float).where(ok),
+        }
+    )
+
+
+def failure_note(codes: pd.Series) -> str:
+    """'' when every run finished; the status when all failed alike; else '1/3 failed, ...'."""
+    failed = codes[codes != "ok"]
+    if failed.empty:
+        return ""
+    counts = failed.value_counts().sort_index()
+    if len(counts) == 1 and len(failed) == len(codes):
+        return STATUS_TEXT[counts.index[0]]
+    return ", ".join(f"{n}/{len(codes)} {STATUS_TEXT[code]}" for code, n in counts.items())
+
+
+def _first(values: pd.Series) -> object:
+    values = values.dropna()
+    return values.iloc[0] if len(values) else None
+
+
+COSTS = {
+    "trainable": "mean",
+    "trainable_pct": "mean",
+    "stored_bytes": "mean",
+    "stored_pct": "mean",
+    "memory_bytes": "mean",
+    "memory_kind": _first,
+    "tokens_per_s": "mean",
+}
+"""How a row's costs combine over its runs (seeds, and tasks in the overall table)."""
+
+
+def task_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per task × method × model: mean and std over seeds of the score, costs, failures."""
+    grouped = runs.groupby(["task", *ROW], sort=True)
+    summary = grouped.agg(
+        metric=("metric", _first),
+        chance=("chance", "mean"),
+        score_mean=("score", "mean"),
+        score_std=("score", "std"),
+        normalised_mean=("normalised", "mean"),
+        normalised_std=("normalised", "std"),
+        seeds_ok=("score", "count"),
+        seeds=("seed", "nunique"),
+        note=("status", failure_note),
+        **{name: (name, how) for name, how in COSTS.items()},
+    )
+    return summary.reset_index()
+
+
+def win_rates(scores: pd.DataFrame) -> pd.Series:
+    """Mean over columns (tasks) of the share of other rows each row beats.
+
+    Ties count half; a missing score loses to any score and ties with another missing one.
+    Missing for a row without any score."""
+    n = len(scores)
+    if n < 2:
+        return pd.Series(np.nan, index=scores.index, dtype=float)
+    values = scores.fillna(-np.inf).to_numpy(dtype=float)
+    mine, theirs = values[:, None, :], values[None, :, :]
+    wins = (mine > theirs).sum(axis=1) + 0.5 * ((mine == theirs).sum(axis=1) - 1)
+    rates = pd.Series((wins / (n - 1)).mean(axis=1), index=scores.index)
+    return rates.where(scores.notna().any(axis=1))
+
+
+def overall(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per method × model: mean over tasks of the normalised score (mean and std over seeds,
+    counting seeds where every task finished), mean win rate, model size, costs; best first."""
+    tasks = sorted(runs["task"].unique())
+    per_seed = runs.pivot_table(
+        index=[*ROW, "seed"], columns="task", values="normalised", aggfunc="mean"
+    ).reindex(columns=tasks)
+    seed_scores = per_seed.mean(axis=1, skipna=False).dropna()
+    by_task = (
+        task_summary(runs)
+        .pivot(index=ROW, columns="task", values="normalised_mean")
+        .reindex(columns=tasks)
+    )
+    frame = runs.groupby(ROW, sort=True).agg(
+        note=("status", failure_note), **{name: (name, how) for name, how in COSTS.items()}
+    )
+    frame["base_total"] = (
+        runs.groupby("model")["base_total"]
+        .max()
+        .reindex(frame.index.get_level_values("model"))
+        .to_numpy()
+    )
+    grouped = seed_scores.groupby(level=ROW)
+    frame["score_mean"] = grouped.mean()
+    frame["score_std"] = grouped.std()
+    frame["seeds"] = grouped.count()
+    frame["seeds"] = frame["seeds"].fillna(0).astype(int)
+    frame["win_rate"] = win_rates(by_task.reindex(frame.index))
+    frame = frame.sort_values(["score_mean", "win_rate"], ascending=False, na_position="last")
+    frame.insert(0, "rank", range(1, len(frame) + 1))
+    return frame.reset_index()
+
+
+def pareto_front(x: pd.Series, y: pd.Series, minimize_x: bool = True) -> pd.Series:
+    """True for the points no other point dominates (x no worse and y no lower, one strictly
+    better); y is maximised, x minimised unless ``minimize_x`` is False. Missing: False."""
+    cost = x if minimize_x else -x
+    valid = cost.notna() & y.notna()
+    c, v = cost[valid].to_numpy(dtype=float), y[valid].to_numpy(dtype=float)
+    no_worse = (c[None, :] <= c[:, None]) & (v[None, :] >= v[:, None])
+    better = (c[None, :] < c[:, None]) | (v[None, :] > v[:, None])
+    front = pd.Series(False, index=x.index)
+    front[valid] = ~(no_worse & better).any(axis=1)
+    return front

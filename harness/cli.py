@@ -61,11 +61,39 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_count(args: argparse.Namespace) -> int:
+    from peftbench.params import NotApplicableError, count_model_method
+
+    try:
+        counts = count_model_method(
+            args.model, args.method, parse_assignments(args.set), args.num_labels
+        )
+    except NotApplicableError as error:
+        print(f"peftbench: {error}", file=sys.stderr)
+        return 3
+    if args.json:
+        print(json.dumps(counts, indent=2))
+    else:
+        for key, value in counts.items():
+            print(f"{key:<24} {value}")
+    return 0
+
+
 def cmd_codehash(args: argparse.Namespace) -> int:
     from peftbench.codehash import code_hash
 
     print(code_hash(args.model, args.method, args.task))
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from peftbench.verify import verify
+
+    checked, problems = verify(args.results_dir)
+    for problem in problems:
+        print(problem)
+    print(f"{checked} records checked, {len(problems)} problems", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--html", required=True)
     rep.set_defaults(func=cmd_report)
 
+    count = sub.add_parser(
+        "count", help="parameter counts of a model × method, without weights or training"
+    )
+    count.add_argument("--model", required=True)
+    count.add_argument("--method", required=True)
+    count.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    count.add_argument("--num-labels", type=int, default=2)
+    count.add_argument("--json", action="store_true", help="one JSON object")
+    count.set_defaults(func=cmd_count)
+
     code = sub.add_parser(
         "codehash", help="hash of the code a model × method × task run depends on"
     )
@@ -120,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     code.add_argument("--method", required=True)
     code.add_argument("--task", required=True)
     code.set_defaults(func=cmd_codehash)
+
+    check = sub.add_parser("verify", help="check a results folder's records and leaderboard")
+    check.add_argument("results_dir", help="the sweep's results folder (e.g. results)")
+    check.set_defaults(func=cmd_verify)
     return parser
 
 

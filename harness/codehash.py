@@ -19,7 +19,15 @@ from pathlib import Path
 from peftbench.registry import METHODS, MODELS, TASKS
 
 HARNESS_DIR = Path(__file__).parent
-REPORTING_ONLY = {"aggregate.py", "report.py", "plots.py", "cli.py", "templates"}
+REPORTING_ONLY = {
+    "aggregate.py",
+    "report.py",
+    "plots.py",
+    "param_table.py",
+    "verify.py",
+    "cli.py",
+    "templates",
+}
 """Harness parts that never change a run's result (editing them reruns no training)."""
 
 

@@ -69,3 +69,57 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return ordered[index]
+
+
+def expected_memory(model: Any, hp: dict[str, Any]) -> dict[str, int | str]:
+    """Analytic memory of training state from the parameter tensors (activations excluded):
+    weights and buffers as stored, one gradient per trainable element, and AdamW's two moment
+    tensors per trainable element, each in its parameter's dtype."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return {
+        "weights_bytes": weights + buffers,
+        "gradients_bytes": trainable,
+        "optimizer_state_bytes": 2 * trainable,
+        "total_bytes": weights + buffers + 3 * trainable,
+        "excludes": "activations, allocator caches, framework overhead",
+    }
+
+
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    # Dense peak per second from the vendors' data sheets (no sparsity).
+    "H100 80GB HBM3": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
+    "H100 PCIe": {"bf16": 756e12, "fp16": 756e12, "fp32": 51e12},
+    "H200": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
+    "A100-SXM4-80GB": {"bf16": 312e12, "fp16": 312e12, "fp32": 19.5e12},
+    "A100-SXM4-40GB": {"bf16": 312e12, "fp16": 312e12, "fp32": 19.5e12},
+    "L4": {"bf16": 121e12, "fp16": 121e12, "fp32": 30e12},
+}
+
+
+def peak_flops(device_name: str, precision: str) -> float | None:
+    """The device's dense peak FLOP/s for the precision's matmuls, if the device is known."""
+    compute = "fp32" if precision not in ("bf16", "fp16") else precision
+    for key, peaks in PEAK_FLOPS.items():
+        if key in device_name:
+            return peaks[compute]
+    return None
+
+
+def training_flops_per_token(matmul_params: int, trainable_params: int) -> int:
+    """Model FLOPs per trained token: 2N forward, 2N for the input gradients, and 2 per trainable
+    element for the weight gradients (attention-score FLOPs ignored)."""
+    return 4 * matmul_params + 2 * trainable_params
+
+
+def model_flops_utilisation(
+    tokens_per_s: float, matmul_params: int, trainable_params: int, device_name: str, precision: str
+) -> dict[str, float | None]:
+    flops = training_flops_per_token(matmul_params, trainable_params) * tokens_per_s
+    peak = peak_flops(device_name, precision)
+    return {
+        "train_model_flops_per_s": flops,
+        "device_peak_flops_per_s": peak,
+        "train_mfu": None if peak is None else flops / peak,
+    }

@@ -54,6 +54,20 @@ class Method:
             if p.requires_grad and not is_head(name, info)
         }
 
+    def load_artifact(
+        self, model: nn.Module, tensors: dict[str, torch.Tensor], info: ModelInfo
+    ) -> None:
+        """Load what :meth:`artifact` returned into a model that :meth:`apply` just returned with
+        the same hyperparameters (the head is the harness's). Default: by parameter name."""
+        unexpected = model.load_state_dict(tensors, strict=False).unexpected_keys
+        if unexpected:
+            raise KeyError(f"{self.name}: artifact tensors the model lacks: {unexpected}")
+
+    def on_step(self, model: nn.Module, step: int) -> None:
+        """Called after every optimizer step, before the gradients are zeroed; ``step`` counts the
+        optimizer steps taken (1 after the first; ``hp["steps"]`` in all). Default: nothing.
+        AdaLoRA reallocates its rank budget here."""
+
     def merge(self, model: nn.Module) -> nn.Module | None:
         """The model to serve after folding the method into the base weights, or ``None`` when
         the method keeps its own modules at inference time. Default: the model as it is."""
@@ -61,14 +75,19 @@ class Method:
 
 
 PEFT_PREFIX = "base_model.model."
+PEFT_PROMPT_PREFIX = "base_model."
+"""peft's prompt-learning models hold the transformers model one level less deep."""
 FROZEN_COPY = ".original_module."
 """peft keeps a frozen copy of each module it trains a copy of (``modules_to_save``)."""
 
 
 def is_head(name: str, info: ModelInfo) -> bool:
     """Whether the parameter or state-dict key ``name`` belongs to the task head (peft's
-    ``base_model.model.`` wrapper prefix is ignored)."""
-    name = name.removeprefix(PEFT_PREFIX)
+    ``base_model.model.`` wrapper prefix, or ``base_model.`` for prompt learning, is ignored)."""
+    if name.startswith(PEFT_PREFIX):
+        name = name.removeprefix(PEFT_PREFIX)
+    else:
+        name = name.removeprefix(PEFT_PROMPT_PREFIX)
     return any(name == h or name.startswith(h + ".") for h in info.head_prefixes)
 
 

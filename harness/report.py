@@ -1,105 +1,384 @@
-"""Leaderboards from the aggregated table: GitHub-flavoured markdown and one static HTML file.
+"""Leaderboards from the aggregated table: GitHub-flavoured markdown with the plots as SVG files
+beside it, and one self-contained HTML page (plots inlined, tables sortable by a click).
 
-Tables are built with pandas and rendered with Jinja2 templates (HTML autoescaped: method, task
-and model names are user input)."""
+The numbers come from the pure functions of :mod:`peftbench.aggregate`; this module formats
+them into cells and renders Jinja2 templates. Every name a user chooses (methods, tasks,
+models, messages) is escaped: autoescape for HTML, :func:`md_escape` for markdown, and
+matplotlib's own escaping for SVG text.
+"""
 
 from __future__ import annotations
 
+import base64
+import math
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
-STATUS_TEXT = {
-    "oom": "out of memory",
-    "unsupported": "unsupported",
-    "diverged": "diverged",
-    "failed": "failed",
+from peftbench.aggregate import (
+    ROW,
+    STATUS_TEXT,
+    column,
+    overall,
+    runs,
+    task_summary,
+    write_table,
+)
+from peftbench.plots import PLOTS, fmt_count, svgs
+
+DOCS = "../docs"
+"""Where the reports link to docs/ (relative to the reports' folder, or a URL)."""
+
+MISSING = "—"
+
+GLOSSARY = {
+    "score": "Primary metric of the task on its evaluation split, mean ± standard deviation "
+    "over seeds (± only with several seeds).",
+    "normalised": "Chance-normalised score, (score − chance) / (best − chance): 0 is the "
+    "majority-class predictor, 1 is perfect (best = 1 for accuracy and Matthews correlation), "
+    "so tasks with different metrics average. The overall score averages it over tasks "
+    "per seed (seeds where every task finished), then over seeds.",
+    "win rate": "Share of the other rows that this row beats on a task (normalised score; ties "
+    "count half; a run that did not finish loses), averaged over tasks.",
+    "model params": "base_total: parameters of the pretrained backbone, task head excluded.",
+    "trainable %": "Parameters the optimizer updates (method and task head) as a percentage of "
+    "base_total.",
+    "stored": "Bytes kept per task to rebuild the tuned model from the base: the method's "
+    "artifact plus the trained head, as saved with safetensors.",
+    "stored %": "Stored parameters (elements) as a percentage of base_total.",
+    "peak memory": "Peak memory of the training phase: PyTorch's peak allocated GPU memory on a "
+    "GPU, else the process's peak resident set size (CPU RSS, includes the interpreter and "
+    "libraries).",
+    "train tokens/s": "Non-padding tokens trained per second of wall time, warm-up steps excluded.",
 }
+"""Short definitions of every column (the full ones: docs/parameters.md, docs/measurement.md)."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: its value as text, the key it sorts by (None sorts last), a note on runs
+    that did not finish, and whether the text reports such runs instead of a value."""
+
+    text: str
+    sort: float | str | None = None
+    note: str = ""
+    failed: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.text} ({self.note})" if self.note else self.text
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    numeric: bool = True
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    key: str
+    title: str
+    description: str
+    columns: list[Column]
+    rows: list[list[Cell]]
+    unfinished: list[str] = field(default_factory=list)
 
 
 def load_table(path: str | os.PathLike) -> pd.DataFrame:
-    return pd.read_csv(path)
+    """The aggregated table; names stay text (a method called ``NA`` or ``1`` included)."""
+    names = {f"spec.{key}": str for key in ("model", "method", "task")}
+    return pd.read_csv(path, dtype=names, keep_default_na=False, na_values=[""])
 
 
-def score_cell(row: pd.Series) -> str:
-    """The primary score, or what happened instead (never a zero for a run that did not finish)."""
-    if row["status.code"] != "ok":
-        return STATUS_TEXT[row["status.code"]]
-    value = row[f"metrics.values.{row['metrics.primary']}"]
-    return f"{value:.3f}"
+def fmt_score(mean: float, std: float, seeds: int) -> str:
+    """``0.812`` or, over several seeds, ``0.812 ± 0.010``."""
+    if seeds > 1 and not pd.isna(std):
+        return f"{mean:.3f} ± {std:.3f}"
+    return f"{mean:.3f}"
 
 
-def chance_cell(row: pd.Series) -> str:
-    if row["status.code"] != "ok":
-        return ""
-    return f"{row['metrics.chance.' + row['metrics.primary']]:.3f}"
+def fmt_bytes(value: float) -> str:
+    """Bytes in binary units: ``1.4 MiB``."""
+    for power, unit in ((3, "GiB"), (2, "MiB"), (1, "KiB")):
+        if abs(value) >= 1024**power:
+            return f"{value / 1024**power:.3g} {unit}"
+    return f"{value:.0f} B"
 
 
-def run_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """One display row per run: names, score, chance, parameter share, speed and memory."""
-    rows = pd.DataFrame(
-        {
-            "task": table["spec.task"],
-            "model": table["spec.model"],
-            "method": table["spec.method"],
-            "seed": table["spec.seed"],
-            "status": table["status.code"],
-            "metric": table["metrics.primary"].fillna(""),
-            "score": table.apply(score_cell, axis=1),
-            "chance": table.apply(chance_cell, axis=1),
-            "trainable %": (100 * table["params.trainable"] / table["params.base_total"]).map(
-                _fmt_pct
-            ),
-            "train samples/s": table.get(
-                "throughput.train_samples_per_s", pd.Series(dtype=float)
-            ).map(_fmt_num),
-            "train peak RSS (MiB)": (
-                table.get("memory.train_cpu_peak_rss_bytes", pd.Series(dtype=float)) / 2**20
-            ).map(_fmt_num),
-        }
+def fmt_pct(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def fmt_mib(value: float) -> str:
+    return f"{value / 2**20:,.0f} MiB"
+
+
+def fmt_rate(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def number(value: float, fmt: Callable[[float], str], suffix: str = "") -> Cell:
+    """A numeric cell, or a dash when the value was not measured."""
+    if pd.isna(value):
+        return Cell(MISSING)
+    return Cell(fmt(value) + suffix, float(value))
+
+
+def score_cell(mean: float, std: float, seeds: int, note: str) -> Cell:
+    """Mean (± std) with a note on failed seeds; the failure itself when no seed finished."""
+    if pd.isna(mean):
+        return Cell(note or "n/a", failed=bool(note))
+    return Cell(fmt_score(mean, std, seeds), float(mean), note)
+
+
+def name(value: str) -> Cell:
+    return Cell(str(value), str(value))
+
+
+def memory_header(kinds: pd.Series) -> tuple[str, bool]:
+    """The memory column's title, naming the kind when every row has the same one, and whether
+    each cell must name its own kind instead."""
+    distinct = kinds.dropna().unique()
+    if len(distinct) == 1:
+        return f"peak memory ({distinct[0]})", False
+    return "peak memory", len(distinct) > 1
+
+
+def cost_columns(memory_title: str) -> list[Column]:
+    return [
+        Column("trainable %", help=GLOSSARY["trainable %"]),
+        Column("stored", help=GLOSSARY["stored"]),
+        Column("stored %", help=GLOSSARY["stored %"]),
+        Column(memory_title, help=GLOSSARY["peak memory"]),
+        Column("train tokens/s", help=GLOSSARY["train tokens/s"]),
+    ]
+
+
+def cost_cells(row: pd.Series, memory_kind_in_cell: bool) -> list[Cell]:
+    kind = (
+        f" ({row['memory_kind']})" if memory_kind_in_cell and pd.notna(row["memory_kind"]) else ""
     )
-    return rows.sort_values(["task", "model", "method", "seed"]).reset_index(drop=True)
+    return [
+        number(row["trainable_pct"], fmt_pct),
+        number(row["stored_bytes"], fmt_bytes),
+        number(row["stored_pct"], fmt_pct),
+        number(row["memory_bytes"], fmt_mib, kind),
+        number(row["tokens_per_s"], fmt_rate),
+    ]
 
 
-def _fmt_pct(value: float) -> str:
-    return "" if pd.isna(value) else f"{value:.3g}"
+def overall_table(board: pd.DataFrame, summary: pd.DataFrame) -> Table:
+    """Method × model, ranked by the mean normalised score over tasks, with the win rate and
+    the normalised score per task."""
+    tasks = sorted(summary["task"].unique())
+    per_task = summary.set_index(["task", *ROW])
+    memory_title, kind_in_cell = memory_header(board["memory_kind"])
+    columns = [
+        Column("#"),
+        Column("method", numeric=False),
+        Column("model", numeric=False),
+        Column("model params", help=GLOSSARY["model params"]),
+        Column("score (normalised)", help=GLOSSARY["normalised"]),
+        Column("win rate", help=GLOSSARY["win rate"]),
+        *[Column(task, help=f"Normalised score on {task}") for task in tasks],
+        *cost_columns(memory_title),
+    ]
+    rows = []
+    for _, row in board.iterrows():
+        cells = [
+            Cell(str(row["rank"]), int(row["rank"])),
+            name(row["method"]),
+            name(row["model"]),
+            number(row["base_total"], fmt_count),
+            score_cell(row["score_mean"], row["score_std"], row["seeds"], row["note"]),
+            number(row["win_rate"], lambda v: f"{v:.2f}"),
+        ]
+        for task in tasks:
+            key = (task, row["method"], row["model"])
+            if key not in per_task.index:  # not run on this task
+                cells.append(Cell(MISSING))
+                continue
+            cell = per_task.loc[key]
+            cells.append(score_cell(cell["normalised_mean"], math.nan, 1, cell["note"]))
+        rows.append(cells + cost_cells(row, kind_in_cell))
+    description = (
+        "Ranked by the mean over tasks of the chance-normalised primary score (0 = chance, "
+        "1 = perfect); ± is the standard deviation over seeds."
+    )
+    return Table("overall", "Overall", description, columns, rows)
 
 
-def _fmt_num(value: float) -> str:
-    return "" if pd.isna(value) else f"{value:.1f}"
+def task_table(task: str, summary: pd.DataFrame, task_runs: pd.DataFrame, index: int) -> Table:
+    """One task: method × model, best normalised score first, failed runs listed below."""
+    ranked = summary.sort_values(
+        ["normalised_mean", "score_mean"], ascending=False, na_position="last"
+    )
+    metric = ranked["metric"].dropna()
+    metric_name = str(metric.iloc[0]) if len(metric) else "score"
+    memory_title, kind_in_cell = memory_header(ranked["memory_kind"])
+    columns = [
+        Column("#"),
+        Column("method", numeric=False),
+        Column("model", numeric=False),
+        Column(metric_name, help=GLOSSARY["score"]),
+        Column("normalised", help=GLOSSARY["normalised"]),
+        *cost_columns(memory_title),
+    ]
+    rows = []
+    for rank, (_, row) in enumerate(ranked.iterrows(), start=1):
+        seeds, note = row["seeds_ok"], row["note"]
+        rows.append(
+            [
+                Cell(str(rank), rank),
+                name(row["method"]),
+                name(row["model"]),
+                score_cell(row["score_mean"], row["score_std"], seeds, note),
+                score_cell(row["normalised_mean"], row["normalised_std"], seeds, note),
+                *cost_cells(row, kind_in_cell),
+            ]
+        )
+    return Table(
+        f"task-{index}",
+        task,
+        f"Primary metric: {metric_name}; {chance_text(ranked['chance'])}.",
+        columns,
+        rows,
+        unfinished_runs(task_runs),
+    )
+
+
+def chance_text(chance: pd.Series) -> str:
+    values = chance.dropna().round(3).unique()
+    if len(values) == 0:
+        return "no finished runs"
+    if len(values) == 1:
+        return f"chance (majority class): {values[0]:.3f}"
+    return f"chance (majority class): {values.min():.3f}–{values.max():.3f}"
+
+
+def unfinished_runs(task_runs: pd.DataFrame) -> list[str]:
+    """'method · model · seed N: status — first line of the message', one per failed run."""
+    failed = task_runs[task_runs["status"] != "ok"].sort_values([*ROW, "seed"])
+    lines = []
+    for _, run in failed.iterrows():
+        message = run["message"].strip().splitlines()[0][:200] if run["message"].strip() else ""
+        line = f"{run['method']} · {run['model']} · seed {run['seed']}: "
+        lines.append(line + STATUS_TEXT[run["status"]] + (f" — {message}" if message else ""))
+    return lines
+
+
+def provenance(table: pd.DataFrame) -> dict[str, str]:
+    """Where the numbers come from: commits, devices, package versions, dates of the runs."""
+
+    def distinct(values: pd.Series) -> str:
+        return ", ".join(sorted(values.dropna().astype(str).unique())) or MISSING
+
+    device = column(table, "provenance.device.type").astype(str) + ": "
+    device += column(table, "provenance.device.name").astype(str)
+    versions = [
+        f"{name.rsplit('.', 1)[1]} {distinct(table[name])}"
+        for name in sorted(table.columns)
+        if name.startswith("provenance.versions.") and table[name].notna().any()
+    ]
+    started = pd.to_datetime(column(table, "timing.started_at"), utc=True, format="ISO8601")
+    finished = pd.to_datetime(column(table, "timing.finished_at"), utc=True, format="ISO8601")
+    dates = f"{started.min():%Y-%m-%d %H:%M} – {finished.max():%Y-%m-%d %H:%M} UTC"
+    return {
+        "git commit": distinct(column(table, "provenance.git_commit")),
+        "device": distinct(device.where(column(table, "provenance.device.type").notna())),
+        "versions": "; ".join(versions) or MISSING,
+        "runs": dates if started.notna().any() else MISSING,
+    }
+
+
+MD_ESCAPES = str.maketrans(
+    {c: "\\" + c for c in "\\`*_[]|~"} | {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\n": " "}
+)
+
+
+def md_escape(text: object) -> Markup:
+    """Text shown literally in GitHub-flavoured markdown, table cells included."""
+    return Markup(str(text).translate(MD_ESCAPES))
+
+
+def markdown_table(table: Table) -> Markup:
+    """A GitHub-flavoured markdown table (numeric columns right-aligned), every cell escaped."""
+    lines = [
+        "| " + " | ".join(md_escape(c.name) for c in table.columns) + " |",
+        "|" + "|".join("---:" if c.numeric else ":---" for c in table.columns) + "|",
+    ]
+    lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in table.rows]
+    return Markup("\n".join(lines))
 
 
 def environment() -> Environment:
-    return Environment(
+    env = Environment(
         loader=PackageLoader("peftbench", "templates"),
         autoescape=select_autoescape(["html", "j2"], default_for_string=True),
         keep_trailing_newline=True,
     )
+    env.filters["md"] = md_escape
+    env.filters["md_table"] = markdown_table
+    return env
+
+
+def context(table: pd.DataFrame, docs: str = DOCS) -> dict:
+    """Everything both templates show, and the frames behind the tables."""
+    tidy = runs(table)
+    summary = task_summary(tidy)
+    board = overall(tidy)
+    tasks = [
+        task_table(task, summary[summary["task"] == task], tidy[tidy["task"] == task], index)
+        for index, task in enumerate(sorted(tidy["task"].unique()))
+    ]
+    counts = tidy["status"].value_counts()
+    return {
+        "overall": overall_table(board, summary),
+        "tasks": tasks,
+        "num_runs": len(tidy),
+        "num_ok": int(counts.get("ok", 0)),
+        "unfinished": {STATUS_TEXT[c]: int(n) for c, n in counts.items() if c != "ok"},
+        "sizes": {k: tidy[k].nunique() for k in ("method", "model", "task", "seed")},
+        "glossary": GLOSSARY,
+        "provenance": provenance(table),
+        "docs": quote(docs.rstrip("/"), safe="/:"),
+        "plot_titles": PLOTS,
+        "board": board,
+        "summary": summary,
+    }
 
 
 def write_reports(
-    table_path: str | os.PathLike, markdown: str | os.PathLike, html: str | os.PathLike
+    table_path: str | os.PathLike,
+    markdown: str | os.PathLike,
+    html: str | os.PathLike,
+    plots_dir: str | os.PathLike | None = None,
+    tables_dir: str | os.PathLike | None = None,
+    docs: str = DOCS,
 ) -> None:
-    table = load_table(table_path)
-    rows = run_rows(table)
-    tasks = {task: group.drop(columns="task") for task, group in rows.groupby("task", sort=True)}
-    context = {
-        "tasks": tasks,
-        "num_runs": len(rows),
-        "num_ok": int((table["status.code"] == "ok").sum()),
-    }
+    """Render the leaderboards; the plots go to ``plots_dir`` (default: ``plots/`` beside the
+    markdown) and, when ``tables_dir`` is given, the overall and per-task tables as CSV."""
+    page = context(load_table(table_path), docs)
+    plots_dir = Path(plots_dir) if plots_dir else Path(markdown).parent / "plots"
+    images = svgs(page["board"])
+    for stem, svg in images.items():
+        _write(plots_dir / f"{stem}.svg", svg)
+    if tables_dir:
+        write_table(page["board"], Path(tables_dir) / "overall.csv")
+        write_table(page["summary"], Path(tables_dir) / "tasks.csv")
+    relative = Path(os.path.relpath(plots_dir, Path(markdown).parent)).as_posix()
     env = environment()
-    _write(
-        markdown, env.get_template("leaderboard.md.j2").render(**context, md_table=_markdown_table)
-    )
-    _write(html, env.get_template("leaderboard.html.j2").render(**context))
-
-
-def _markdown_table(frame: pd.DataFrame) -> str:
-    cells = frame.astype(str).map(lambda s: s.replace("|", "\\|"))
-    return cells.to_markdown(index=False)
+    plot_files = {stem: quote(f"{relative}/{stem}.svg") for stem in images}
+    _write(markdown, env.get_template("leaderboard.md.j2").render(**page, plots=plot_files))
+    inline = {stem: base64.b64encode(svg.encode()).decode() for stem, svg in images.items()}
+    _write(html, env.get_template("leaderboard.html.j2").render(**page, plots=inline))
 
 
 def _write(path: str | os.PathLike, text: str) -> None:

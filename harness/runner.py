@@ -16,8 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from peftbench import __version__
-from peftbench.measure import percentile, phase, synchronize
-from peftbench.method import unfreeze_head
+from peftbench.measure import (
+    expected_memory,
+    model_flops_utilisation,
+    percentile,
+    phase,
+    synchronize,
+)
 from peftbench.record import SCHEMA_VERSION, write_record
 from peftbench.registry import METHODS, MODELS, TASKS
 from peftbench.spec import RunSpec
@@ -148,13 +153,10 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
     if reason:
         raise Unsupported(reason)
 
-    from peftbench.params import count_base, count_static
+    from peftbench.params import adapt, count_static, count_trained
 
-    base_names = {name for name, _ in loaded.model.named_parameters()}
-    base_total = count_base(loaded.model, info)
-    model = method.apply(loaded.model, hp, info)
-    unfreeze_head(model, info)
-    record["params"] = {"base_total": base_total, **count_static(model, method, info, base_names)}
+    model, base = adapt(loaded.model, method, hp, info, keep_values=True)
+    record["params"] = count_static(model, method, info, base)
 
     accelerator = Accelerator(
         cpu=device == "cpu", mixed_precision="no" if precision == "fp32" else precision
@@ -195,8 +197,31 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
     )
 
     with phase("eval", device, record):
-        predictions, references, eval_seconds = _predict(model, eval_loader, accelerator, device)
-    record["throughput"]["eval_samples_per_s"] = len(references) / eval_seconds
+        predictions, references, batch_times, eval_tokens = _predict(
+            model, eval_loader, accelerator, device
+        )
+    record["throughput"].update(
+        {
+            "eval_samples_per_s": len(references) / sum(batch_times),
+            "eval_tokens_per_s": eval_tokens / sum(batch_times),
+            "eval_batch_latency_median_s": percentile(batch_times, 0.5),
+            "eval_batch_latency_p90_s": percentile(batch_times, 0.9),
+        }
+    )
+    record["memory"]["expected"] = expected_memory(model, hp)
+    record["params"].update(
+        count_trained(accelerator.unwrap_model(model), method, info, base, inplace=True)
+    )
+    if device.startswith("cuda"):
+        record["throughput"].update(
+            model_flops_utilisation(
+                record["throughput"]["train_tokens_per_s"],
+                matmul_params(model),
+                record["params"]["trainable"],
+                record["provenance"]["device"]["name"],
+                precision,
+            )
+        )
 
     from peftbench.metrics import chance_metrics, compute_metrics
 
@@ -207,6 +232,14 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
         "values": compute_metrics(task.metrics, predictions, references),
         "chance": chance_metrics(task.metrics, list(data["train"]["labels"]), references),
     }
+
+
+def matmul_params(model) -> int:
+    """Parameters that take part in matrix products (embedding tables are lookups)."""
+    import torch
+
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
 
 
 def describe_device(device: str, threads: int | None) -> dict[str, Any]:
@@ -235,7 +268,8 @@ def _load_data(spec: RunSpec, tokenized_dir: str | None):
             )
         if meta["max_length"] != spec.hparams["max_length"]:
             raise ValueError(
-                f"{tokenized_dir} was cut at {meta['max_length']} tokens, run wants {spec.hparams['max_length']}"
+                f"{tokenized_dir} was cut at {meta['max_length']} tokens, "
+                f"this run wants {spec.hparams['max_length']}"
             )
         return data, meta["data_fingerprint"]
     return tokenize_task(spec.task, spec.model, spec.hparams["max_length"], spec.data_dir)
@@ -267,7 +301,6 @@ def _train(model, optimizer, scheduler, loader, accelerator, method, hp, device)
     model.train()
     losses, step_times, samples, tokens = [], [], [], []
     batches = iter(loader)
-    on_step = getattr(method, "on_step", None)
     for step in range(hp["steps"]):
         try:
             batch = next(batches)
@@ -282,8 +315,7 @@ def _train(model, optimizer, scheduler, loader, accelerator, method, hp, device)
         accelerator.backward(loss)
         optimizer.step()
         scheduler.step()
-        if on_step is not None:
-            on_step(model, step)
+        method.on_step(model, step + 1)
         optimizer.zero_grad(set_to_none=True)
         synchronize(device)
         step_times.append(time.perf_counter() - start)
@@ -294,18 +326,20 @@ def _train(model, optimizer, scheduler, loader, accelerator, method, hp, device)
 
 
 def _predict(model, loader, accelerator, device):
+    """Predictions, references, per-batch forward seconds and non-padding tokens."""
     import torch
 
     model.eval()
-    predictions, references = [], []
-    synchronize(device)
-    start = time.perf_counter()
+    predictions, references, batch_times, tokens = [], [], [], 0
     with torch.no_grad():
         for batch in loader:
-            logits = model(
-                **{k: v.to(accelerator.device) for k, v in batch.items() if k != "labels"}
-            ).logits
+            inputs = {k: v.to(accelerator.device) for k, v in batch.items() if k != "labels"}
+            synchronize(device)
+            start = time.perf_counter()
+            logits = model(**inputs).logits
+            synchronize(device)
+            batch_times.append(time.perf_counter() - start)
             predictions += logits.argmax(-1).tolist()
             references += batch["labels"].tolist()
-    synchronize(device)
-    return predictions, references, time.perf_counter() - start
+            tokens += int(batch["attention_mask"].sum())
+    return predictions, references, batch_times, tokens

@@ -1,18 +1,74 @@
 """Sweep planning: a config's models × methods × tasks × seeds as validated run specs, and the
 per-job values the Snakemake rules need. Every spec is resolved here, so a bad name or value
-stops the workflow before any job starts, naming the value and the valid choices."""
+stops the workflow before any job starts, naming the value and the valid choices.
+
+Each run's scheduler resources (host memory, wall time, GPUs) are derived from its model and
+method without loading weights: the task model is built on the meta device, the method applied
+to it, and the training state (weights, gradients, two AdamW moments per trainable element),
+activations and FLOPs estimated from the result (:func:`estimate_resources`).
+"""
 
 from __future__ import annotations
 
 import itertools
+import logging
+import math
 import shlex
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 
 from peftbench.codehash import code_hash, harness_hash, hash_files, plugin_files, reporting_hash
-from peftbench.registry import MODELS, TASKS, UnknownNameError
-from peftbench.spec import RunSpec, SpecError, resolve_spec
+from peftbench.registry import METHODS, MODELS, TASKS, UnknownNameError
+from peftbench.spec import RunSpec, SpecError, resolve_hparams, resolve_spec
+
+log = logging.getLogger(__name__)
+
+MiB = 2**20
+RUNTIME_BYTES = 1536 * MiB
+"""Resident set of the interpreter with torch, transformers and datasets imported."""
+CUDA_HOST_BYTES = 3072 * MiB
+"""Extra host memory of a process that initialises CUDA (its libraries and context)."""
+MEMORY_SAFETY = 1.25
+CPU_FLOPS_PER_THREAD = 10e9
+"""Sustained fp32 FLOP/s of one CPU core on small-batch transformer training."""
+GPU_FLOPS = {"fp32": 10e12, "bf16": 50e12, "fp16": 50e12}
+"""Sustained FLOP/s of one data-centre GPU (about half an A100's dense peak)."""
+LOAD_BYTES_PER_S = 200e6
+"""Checkpoint reads from a shared file system."""
+STARTUP_S = 120.0
+"""Imports, tokenizer and dataset loading, evaluation set-up."""
+EVAL_EXAMPLES_IF_ALL = 5_000
+"""Evaluation examples assumed when ``max_eval_examples`` is 0 (the whole split)."""
+TIME_SAFETY = 2.0
+MIN_RUNTIME_MIN = 10
+FALLBACK = {"mem_mb": 16_000, "runtime_min": 240}
+"""Resources of a run whose size cannot be estimated (e.g. an ``hf:`` model's config offline)."""
+
+
+@dataclass(frozen=True)
+class RunResources:
+    """What one run asks of a scheduler."""
+
+    mem_mb: int
+    """Host memory."""
+    runtime_min: int
+    """Wall time."""
+    gpus: int
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A model × method's size, from its meta-device build."""
+
+    weights_bytes: int
+    training_state_bytes: int
+    """Weights and buffers, plus a gradient and two AdamW moments per trainable element."""
+    matmul_params: int
+    trainable_params: int
+    num_layers: int
+    hidden_size: int
+    num_heads: int
 
 
 class SweepError(ValueError):
@@ -62,11 +118,106 @@ class Sweep:
     def reporting_hash(self) -> str:
         return reporting_hash()
 
+    def resources(self, model: str, method: str) -> RunResources:
+        """Host memory, wall time and GPUs for a run of ``model`` × ``method``."""
+        gpus = int(self.config.get("gpus_per_run", 0))
+        hp = resolve_hparams(method, self.overrides(method))
+        try:
+            size = footprint(model, method, tuple(sorted(hp.items())))
+        except Exception as error:  # an estimate never stops a sweep (e.g. hf: ids offline)
+            log.warning("resources of %s × %s: defaults (%s)", model, method, error)
+            return RunResources(FALLBACK["mem_mb"], FALLBACK["runtime_min"], gpus)
+        threads = int(self.config.get("threads_per_run", 1))
+        return estimate_resources(size, hp, gpus, threads)
+
     def mem_mb(self, model: str, method: str) -> int:
-        return int(self.config.get("mem_mb_per_run", 4000))
+        return self.resources(model, method).mem_mb
 
     def runtime_min(self, model: str, method: str) -> int:
-        return int(self.config.get("runtime_min_per_run", 60))
+        return self.resources(model, method).runtime_min
+
+    def gpus(self, model: str, method: str) -> int:
+        return self.resources(model, method).gpus
+
+
+@cache
+def footprint(model: str, method: str, hparams: tuple[tuple[str, Any], ...]) -> Footprint:
+    """Build ``model``'s task model on the meta device and apply ``method`` to it (nothing is
+    allocated or downloaded beyond the model's config). A method that does not apply to the
+    model leaves it fully trainable: the run stops after loading, any estimate fits it."""
+    import torch
+
+    from peftbench.measure import expected_memory
+    from peftbench.method import unfreeze_head
+
+    hp = dict(hparams)
+    loaded = MODELS.get(model).build_empty(num_labels=2)
+    info, built, plugin = loaded.info, loaded.model, METHODS.get(method)
+    if plugin.unsupported_reason(info) is None:
+        with torch.device("meta"):
+            built = plugin.apply(built, hp, info)
+        unfreeze_head(built, info)
+    state = expected_memory(built, hp)
+    embeddings = {id(m.weight) for m in built.modules() if isinstance(m, torch.nn.Embedding)}
+    parameters = list(built.parameters())
+    return Footprint(
+        weights_bytes=state["weights_bytes"],
+        training_state_bytes=state["total_bytes"],
+        matmul_params=sum(p.numel() for p in parameters if id(p) not in embeddings),
+        trainable_params=sum(p.numel() for p in parameters if p.requires_grad),
+        num_layers=info.num_layers,
+        hidden_size=info.hidden_size,
+        num_heads=getattr(loaded.model.config, "num_attention_heads", info.hidden_size // 64),
+    )
+
+
+def activation_bytes(size: Footprint, hp: dict[str, Any]) -> int:
+    """Activations kept for the backward pass (Korthikanti et al., 2022, no recomputation:
+    ``s·b·h·(34 + 5·a·s/h)`` bytes per layer in 16-bit, twice that in fp32)."""
+    s, b, h, a = hp["max_length"], hp["batch_size"], size.hidden_size, size.num_heads
+    per_layer = s * b * (34 * h + 5 * a * s)
+    return size.num_layers * per_layer * (2 if hp["precision"] == "fp32" else 1)
+
+
+def estimate_resources(
+    size: Footprint, hp: dict[str, Any], gpus: int, threads: int
+) -> RunResources:
+    """Host memory: on a GPU, the runtime plus CUDA plus the checkpoint loaded twice over; on
+    the CPU, the runtime plus training state plus activations. Wall time: start-up, checkpoint
+    read, and training plus evaluation FLOPs at a sustained rate, times a safety factor."""
+    from peftbench.measure import training_flops_per_token
+
+    if gpus:
+        host = RUNTIME_BYTES + CUDA_HOST_BYTES + 2 * size.weights_bytes
+        rate = GPU_FLOPS[hp["precision"]]
+    else:
+        host = RUNTIME_BYTES + size.training_state_bytes + activation_bytes(size, hp)
+        rate = CPU_FLOPS_PER_THREAD * threads
+    train_tokens = hp["steps"] * hp["batch_size"] * hp["max_length"]
+    eval_tokens = (hp["max_eval_examples"] or EVAL_EXAMPLES_IF_ALL) * hp["max_length"]
+    flops = (
+        train_tokens * training_flops_per_token(size.matmul_params, size.trainable_params)
+        + eval_tokens * 2 * size.matmul_params
+    )
+    seconds = STARTUP_S + size.weights_bytes / LOAD_BYTES_PER_S + flops / rate
+    return RunResources(
+        mem_mb=math.ceil(MEMORY_SAFETY * host / MiB / 100) * 100,
+        runtime_min=max(MIN_RUNTIME_MIN, math.ceil(TIME_SAFETY * seconds / 60)),
+        gpus=gpus,
+    )
+
+
+def budget_problems(spec: RunSpec) -> list[str]:
+    """Budgets no run could follow: a batch larger than the task's training set (for tasks that
+    declare ``train_size``; the runner drops incomplete batches, so nothing would train)."""
+    size = getattr(TASKS.get(spec.task), "train_size", None)
+    batch = spec.hparams["batch_size"]
+    if size is not None and batch > size:
+        return [
+            f"batch_size={batch} for {spec.method}: larger than the {size} training examples of "
+            f"task {spec.task!r}; valid: 1 to {size}"
+        ]
+    return []
 
 
 def plan_sweep(config: dict[str, Any]) -> Sweep:
@@ -77,14 +228,15 @@ def plan_sweep(config: dict[str, Any]) -> Sweep:
         config["models"], config["methods"], config["tasks"], config["seeds"]
     ):
         try:
-            sweep.specs.append(
-                resolve_spec(
-                    model, method, task, seed, sweep.overrides(method), sweep.data_dir(task)
-                )
+            spec = resolve_spec(
+                model, method, task, seed, sweep.overrides(method), sweep.data_dir(task)
             )
         except (UnknownNameError, SpecError) as error:
-            if str(error) not in problems:
-                problems.append(str(error))
+            found = [str(error)]
+        else:
+            sweep.specs.append(spec)
+            found = budget_problems(spec)
+        problems += [problem for problem in found if problem not in problems]
     unknown_dirs = set(config.get("data_dirs") or {}) - set(TASKS.names())
     problems += [
         f"data_dirs: unknown task {t!r}; valid tasks: {', '.join(TASKS.names())}"

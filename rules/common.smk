@@ -19,6 +19,12 @@ wildcard_constraints:
     max_length=r"\d+",
 
 
+# Cheap bookkeeping runs in the main Snakemake process, never as a cluster job.
+localrules:
+    aggregate,
+    report,
+
+
 def run_dir(spec):
     return f"{RESULTS}/runs/{spec.model}/{spec.method}/{spec.task}/seed{spec.seed}"
 

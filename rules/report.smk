@@ -1,11 +1,20 @@
-# Aggregation (records -> one flat table) and rendering (table -> leaderboards).
+# Aggregation (records -> one flat table) and rendering (table -> leaderboards, plots, tables).
+# The outputs flagged with report() also make up `snakemake --report report.html`.
+from peftbench.plots import PLOTS
+
+
+report: "report/workflow.rst"
 
 
 rule aggregate:
     input:
         ALL_RECORDS,
     output:
-        f"{RESULTS}/leaderboard.csv",
+        report(
+            f"{RESULTS}/leaderboard.csv",
+            caption="report/runs.rst",
+            category="Tables",
+        ),
     params:
         code=SWEEP.reporting_hash(),
     run:
@@ -19,10 +28,37 @@ rule report:
         f"{RESULTS}/leaderboard.csv",
     output:
         markdown=f"{REPORTS}/leaderboard.md",
-        html=f"{REPORTS}/leaderboard.html",
+        html=report(
+            f"{REPORTS}/leaderboard.html",
+            caption="report/leaderboard.rst",
+            category="Leaderboard",
+        ),
+        plots=[
+            report(f"{REPORTS}/plots/{stem}.svg", caption=f"report/{stem}.rst", category="Plots")
+            for stem in PLOTS
+        ],
+        overall=report(
+            f"{REPORTS}/tables/overall.csv",
+            caption="report/overall.rst",
+            category="Tables",
+        ),
+        tasks=report(
+            f"{REPORTS}/tables/tasks.csv",
+            caption="report/tasks.rst",
+            category="Tables",
+        ),
     params:
         code=SWEEP.reporting_hash(),
+        # Links from the reports to the definitions in this repository's docs/.
+        docs=os.path.relpath(os.path.join(workflow.basedir, "docs"), REPORTS),
     run:
         from peftbench.report import write_reports
 
-        write_reports(input[0], output.markdown, output.html)
+        write_reports(
+            input[0],
+            output.markdown,
+            output.html,
+            plots_dir=os.path.dirname(output.plots[0]),
+            tables_dir=os.path.dirname(output.overall),
+            docs=params.docs,
+        )

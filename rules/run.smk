@@ -1,4 +1,5 @@
-# One job per model × method × task × seed; each writes exactly one result record.
+# One job per model × method × task × seed; each writes exactly one result record, atomically:
+# a job killed mid-way leaves no result.json, so the next invocation reruns it.
 
 
 rule run:
@@ -14,9 +15,11 @@ rule run:
         outdir=lambda w, output: os.path.dirname(output[0]),
     threads: config["threads_per_run"]
     resources:
-        mem_mb=lambda w: SWEEP.mem_mb(w.model, w.method),
-        runtime=lambda w: SWEEP.runtime_min(w.model, w.method),
-        gpu=config["gpus_per_run"],
+        # Derived from the model's size and the method (harness/sweep.py); SLURM reads them as
+        # --mem, --time and --gpus. A retried job (--retries) gets `attempt` times as much.
+        mem_mb=lambda w, attempt: attempt * SWEEP.mem_mb(w.model, w.method),
+        runtime=lambda w, attempt: attempt * SWEEP.runtime_min(w.model, w.method),
+        gpu=lambda w: SWEEP.gpus(w.model, w.method),
     log:
         f"{RESULTS}/logs/runs/{{model}}/{{method}}/{{task}}/seed{{seed}}.log",
     shell:

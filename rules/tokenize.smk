@@ -1,4 +1,6 @@
-# Tokenization, once per task × tokenizer × length, shared by every run that needs it.
+# Tokenization, once per task × tokenizer × length, shared by every run that needs it. The folder
+# is written under a temporary name and renamed when complete (harness/data.py), so concurrent
+# runs only ever see a finished copy, and Snakemake schedules one job per folder.
 
 
 rule tokenize:
@@ -10,7 +12,8 @@ rule tokenize:
         code=lambda w: SWEEP.tokenize_hash(w.task, w.tokenizer),
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=4000,
+        runtime=30,
     log:
         f"{RESULTS}/logs/tokenize/{{tokenizer}}/{{task}}/len{{max_length}}.log",
     shell:

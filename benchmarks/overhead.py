@@ -1,0 +1,117 @@
+"""The harness's own overhead: a `peftbench run` against a minimal hand-written torch + peft
+loop doing the same work (model, method, data, batch, steps, seed), back to back, alternating,
+each in a fresh process. Prints one line per figure; targets: throughput ratio >= 0.97,
+memory ratio <= 1.05.
+
+    python benchmarks/overhead.py [--steps 60] [--repeats 3] [--model minilm-l2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+WARMUP = 3  # the harness's WARMUP_STEPS_EXCLUDED
+
+
+def minimal_loop(model_name: str, steps: int, batch_size: int, max_length: int, seed: int) -> dict:
+    """Train LoRA the plain way; report what the harness reports for its train phase."""
+    import time
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from torch.utils.data import DataLoader
+    from transformers import DataCollatorWithPadding, set_seed
+
+    from peftbench import MODELS
+    from peftbench.data import tokenize_task
+    from peftbench.measure import phase
+
+    torch.set_num_threads(1)
+    source = MODELS.get(model_name)
+    data, _ = tokenize_task("docstring-match", model_name, max_length)
+    set_seed(seed)
+    model = source.load(num_labels=2).model
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"],
+                        modules_to_save=["classifier"])
+    model = get_peft_model(model, config)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4)
+    loader = DataLoader(data["train"], batch_size=batch_size, shuffle=True, drop_last=True,
+                        collate_fn=DataCollatorWithPadding(source.tokenizer()),
+                        generator=torch.Generator().manual_seed(seed))
+    measured: dict = {"timing": {}, "memory": {}}
+    times, samples = [], []
+    batches = iter(loader)
+    model.train()
+    with phase("train", "cpu", measured):
+        for _ in range(steps):
+            batch = next(batches)
+            start = time.perf_counter()
+            loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - start)
+            samples.append(len(batch["labels"]))
+    return {
+        "train_samples_per_s": sum(samples[WARMUP:]) / sum(times[WARMUP:]),
+        "train_peak_rss_bytes": measured["memory"]["train_cpu_peak_rss_bytes"],
+    }
+
+
+def harness_run(model: str, steps: int, batch_size: int, max_length: int, seed: int) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "peftbench", "run", "--model", model, "--method", "lora",
+                   "--task", "docstring-match", "--seed", str(seed), "--threads", "1",
+                   "--set", f"steps={steps}", "--set", f"batch_size={batch_size}",
+                   "--set", f"max_length={max_length}", "--set", "max_eval_examples=16",
+                   "--set", "warmup_ratio=0", "--out", out]
+        subprocess.run(command, check=True, capture_output=True)
+        record = json.loads((Path(out) / "result.json").read_text())
+    return {
+        "train_samples_per_s": record["throughput"]["train_samples_per_s"],
+        "train_peak_rss_bytes": record["memory"]["train_cpu_peak_rss_bytes"],
+    }
+
+
+def minimal_run(model: str, steps: int, batch_size: int, max_length: int, seed: int) -> dict:
+    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            f"from overhead import minimal_loop; "
+            f"print(json.dumps(minimal_loop({model!r}, {steps}, {batch_size}, {max_length}, {seed})))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="minilm-l2")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    work = (args.model, args.steps, args.batch_size, args.max_length, 0)
+    harness, minimal = [], []
+    for _ in range(args.repeats):  # alternate, so drift in machine load hits both alike
+        harness.append(harness_run(*work))
+        minimal.append(minimal_run(*work))
+
+    def median(rows: list[dict], key: str) -> float:
+        return statistics.median(r[key] for r in rows)
+
+    for key in ("train_samples_per_s", "train_peak_rss_bytes"):
+        print(f"harness {key}: {median(harness, key):.4g}")
+        print(f"minimal {key}: {median(minimal, key):.4g}")
+    print(f"throughput ratio (harness/minimal, target >= 0.97): "
+          f"{median(harness, 'train_samples_per_s') / median(minimal, 'train_samples_per_s'):.3f}")
+    print(f"memory ratio (harness/minimal train-phase peak RSS, target <= 1.05): "
+          f"{median(harness, 'train_peak_rss_bytes') / median(minimal, 'train_peak_rss_bytes'):.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Shared code of the methods that ``peft`` implements: the artifact is peft's adapter state
+(head excluded), and the base weights can be quantized with bitsandbytes (QLoRA, LoRA-int8)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from peftbench.method import Method, is_head
+from peftbench.model import ModelInfo
+
+REPARAMETRIZATIONS = ("transform", "mlp_head", "lstm_head")
+"""peft's prompt-encoder modules that compute the prompt while training (prefix, P-tuning)."""
+
+
+def target_modules(value: str) -> list[str] | str | None:
+    """The ``target_modules`` hyperparameter for peft: ``auto`` (peft's default for the
+    architecture, e.g. query,value for BERT), ``all-linear``, or comma-separated module names."""
+    if value == "auto":
+        return None
+    if value == "all-linear":
+        return value
+    return [name.strip() for name in value.split(",")]
+
+
+class PeftMethod(Method):
+    """A method given by a ``peft`` config. The head stays a plain module for the harness
+    (prompt methods are the exception: peft's sequence-classification model trains a copy)."""
+
+    def peft_config(self, hp: dict[str, Any], info: ModelInfo) -> Any:
+        raise NotImplementedError
+
+    def apply(self, model, hp, info):
+        from peft import get_peft_model
+
+        return get_peft_model(model, self.peft_config(hp, info))
+
+    def artifact(self, model, info):
+        from peft import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(model)
+        return {name: t.detach() for name, t in state.items() if not is_head(name, info)}
+
+    def load_artifact(self, model, tensors, info):
+        from peft import set_peft_model_state_dict
+
+        unexpected = set_peft_model_state_dict(model, tensors).unexpected_keys
+        if unexpected:
+            raise KeyError(f"{self.name}: artifact tensors the model lacks: {unexpected}")
+
+    def merge(self, model):
+        return model.merge_and_unload()
+
+
+class PromptMethod(PeftMethod):
+    """A prompt-learning method. The artifact is the prompt as the model uses it (for prefix
+    tuning and P-tuning: the output of the reparametrisation, not its weights)."""
+
+    def load_artifact(self, model, tensors, info):
+        (prompt,) = tensors.values()
+        adapter = model.active_adapter
+        encoder = model.prompt_encoder[adapter]
+        old = encoder.embedding.weight
+        encoder.embedding = nn.Embedding(*prompt.shape, device=old.device, dtype=old.dtype)
+        with torch.no_grad():
+            encoder.embedding.weight.copy_(prompt)
+        for name in REPARAMETRIZATIONS:
+            if hasattr(encoder, name):
+                delattr(encoder, name)
+        # peft's inference mode uses the embedding as the prompt, without the reparametrisation.
+        model.peft_config[adapter].inference_mode = True
+
+    def merge(self, model):
+        return None
+
+
+def quantize_linears(model: nn.Module, info: ModelInfo, bits: int) -> int:
+    """Replace every ``Linear`` and GPT-2 ``Conv1D`` outside the head by its bitsandbytes
+    version: 4-bit NF4 with double quantization (QLoRA) or LLM.int8() 8-bit. Returns the count.
+
+    The weights are quantized where the model lives (CPU or GPU); compute runs in their dtype.
+    """
+    import bitsandbytes as bnb
+
+    replaced = 0
+    for parent_name, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            path = f"{parent_name}.{name}" if parent_name else name
+            if not isinstance(child, (nn.Linear, Conv1D)) or is_head(path, info):
+                continue
+            if isinstance(child, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)):
+                continue
+            weight = child.weight.T if isinstance(child, Conv1D) else child.weight
+            d_out, d_in = weight.shape
+            has_bias = child.bias is not None
+            if bits == 4:
+                layer = bnb.nn.Linear4bit(
+                    d_in, d_out, bias=has_bias, compute_dtype=weight.dtype,
+                    compress_statistics=True, quant_type="nf4", device="meta",
+                )
+                layer.weight = bnb.nn.Params4bit(
+                    weight.detach().contiguous(), requires_grad=False,
+                    compress_statistics=True, quant_type="nf4",
+                )
+            else:
+                layer = bnb.nn.Linear8bitLt(
+                    d_in, d_out, bias=has_bias, has_fp16_weights=False, threshold=6.0,
+                    device="meta",
+                )
+                layer.weight = bnb.nn.Int8Params(
+                    weight.detach().contiguous(), requires_grad=False, has_fp16_weights=False
+                )
+            if has_bias:
+                layer.bias = nn.Parameter(child.bias.detach().clone(), requires_grad=False)
+            setattr(parent, name, layer.to(weight.device))  # moving quantizes
+            replaced += 1
+    # What transformers sets when it loads a quantized model; peft then uses its bnb layers.
+    setattr(model, f"is_loaded_in_{bits}bit", True)
+    return replaced
+
+
+class QuantizedLoRA(PeftMethod):
+    """LoRA on a base whose linear layers are quantized to ``bits`` bits. Not merged: merging
+    would requantize the base and change the outputs."""
+
+    bits: int = 4
+
+    def apply(self, model, hp, info):
+        quantize_linears(model, info, self.bits)
+        return super().apply(model, hp, info)
+
+    def peft_config(self, hp, info):
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=hp["r"],
+            lora_alpha=hp["alpha"],
+            lora_dropout=hp["dropout"],
+            target_modules=target_modules(hp["target_modules"]),
+            exclude_modules=list(info.head_prefixes),
+        )
+
+    def merge(self, model):
+        return None

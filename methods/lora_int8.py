@@ -1,0 +1,25 @@
+"""LoRA on an 8-bit base: LoRA (Hu et al., 2022, arXiv:2106.09685) trained on a base model
+quantized with LLM.int8() (Dettmers et al., 2022, "LLM.int8(): 8-bit Matrix Multiplication for
+Transformers at Scale", arXiv:2208.07339), through ``peft`` and ``bitsandbytes``.
+
+Every ``Linear`` (and GPT-2 ``Conv1D``) outside the head is replaced by a bitsandbytes
+``Linear8bitLt`` (int8 weights, outlier threshold 6.0, the paper's); LoRA adapters train on the
+targets. The embeddings and the head stay in full precision. bitsandbytes runs these layers on
+CPU and GPU. Defaults as for ``lora``: r=8, alpha=16, peft's default targets (query and value
+on BERT), lr 5e-4.
+Not merged (merging would requantize the base and change the outputs).
+"""
+
+from __future__ import annotations
+
+from peftbench import register_method
+from peftbench.methods._peft import QuantizedLoRA
+
+
+@register_method("lora_int8")
+class LoRAInt8(QuantizedLoRA):
+    description = "LoRA on an LLM.int8() 8-bit quantized base (peft, bnb)"
+    paper = "Dettmers et al., 2022, LLM.int8(), arXiv:2208.07339; Hu et al., 2022, LoRA, arXiv:2106.09685"
+    defaults = {"lr": 5e-4, "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "auto"}
+    bits = 8
+    lr_range = (1e-4, 1e-3)

@@ -1,0 +1,48 @@
+"""MAM adapter (He et al., 2022, "Towards a Unified View of Parameter-Efficient Transfer
+Learning", arXiv:2110.04366): prefix tuning on attention plus a scaled parallel adapter on the
+feed-forward block ("mix-and-match").
+
+* Prefix: l key and value vectors in front of every self-attention layer's own, computed while
+  training by an MLP (d → ``prefix_hidden`` → 2·L·d, tanh) from l embeddings as in Li & Liang;
+  the artifact stores the 2·L·l·d vectors. Our own injection: the position ids are unchanged.
+* Scaled parallel adapter: FFN(x) + s·W_up·ReLU(W_down·x), added before the residual layer
+  norm, up-projection starting at zero: 2·d·m + m + d parameters per layer.
+
+Defaults from the paper: l=30, m=512, s=4; MLP width 512 (Li & Liang's) and lr 1e-4 are our
+choices. Architectures: BERT family (bert, roberta, xlm-roberta, electra).
+"""
+
+from __future__ import annotations
+
+from peftbench import register_method
+from peftbench.methods._modules import (
+    LAYOUTS,
+    DeepPrefixMethod,
+    add_deep_prefix,
+    add_parallel_adapter,
+    freeze_all,
+    transformer_layers,
+)
+
+
+@register_method("mam")
+class MAMAdapter(DeepPrefixMethod):
+    description = "MAM adapter: prefix tuning on attention + scaled parallel adapter on the FFN"
+    paper = "He et al., 2022, Towards a Unified View of Parameter-Efficient Transfer Learning, arXiv:2110.04366"
+    defaults = {
+        "lr": 1e-4,
+        "prefix_length": 30,
+        "prefix_hidden": 512,
+        "bottleneck": 512,
+        "scale": 4.0,
+    }
+    lr_range = (5e-5, 5e-4)
+
+    def apply(self, model, hp, info):
+        freeze_all(model)
+        add_deep_prefix(model, info, hp["prefix_length"], hp["prefix_hidden"])
+        path = LAYOUTS[info.model_type].ffn_residual
+        for layer in transformer_layers(model, info):
+            ffn = layer.get_submodule(path)
+            add_parallel_adapter(ffn, info.hidden_size, hp["bottleneck"], hp["scale"])
+        return model

@@ -1,0 +1,34 @@
+"""P-tuning (Liu et al., 2021, "GPT Understands, Too", arXiv:2103.10385), through ``peft``.
+
+Continuous prompt embeddings, produced by a prompt encoder (a bidirectional LSTM followed by a
+two-layer MLP, as in the paper), are prepended to the input embeddings. The encoder is trained
+but only its output, p·d numbers, must be stored (that is the artifact). The paper fine-tunes
+the whole model on SuperGLUE and freezes it on LAMA; here the model is frozen. Defaults:
+p=20 virtual tokens, encoder hidden size 128, lr 1e-3 (our choice; the paper's SuperGLUE
+rates are for full fine-tuning). Any architecture with input embeddings.
+"""
+
+from __future__ import annotations
+
+from peftbench import register_method
+from peftbench.methods._peft import PromptMethod
+
+
+@register_method("p_tuning")
+class PTuning(PromptMethod):
+    description = "P-tuning: prompt embeddings from a trained LSTM+MLP prompt encoder (peft)"
+    paper = "Liu et al., 2021, GPT Understands, Too, arXiv:2103.10385"
+    defaults = {"lr": 1e-3, "num_virtual_tokens": 20, "encoder_hidden_size": 128, "encoder": "lstm"}
+    lr_range = (1e-4, 1e-2)
+
+    def peft_config(self, hp, info):
+        from peft import PromptEncoderConfig, TaskType
+
+        if hp["encoder"] not in ("lstm", "mlp"):
+            raise ValueError("p_tuning: encoder must be lstm or mlp")
+        return PromptEncoderConfig(
+            task_type=TaskType.SEQ_CLS,
+            num_virtual_tokens=hp["num_virtual_tokens"],
+            encoder_hidden_size=hp["encoder_hidden_size"],
+            encoder_reparameterization_type=hp["encoder"].upper(),
+        )

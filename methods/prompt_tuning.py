@@ -1,0 +1,36 @@
+"""Prompt tuning (Lester, Al-Rfou & Constant, 2021, "The Power of Scale for
+Parameter-Efficient Prompt Tuning", arXiv:2104.08691), through ``peft``.
+
+p trainable embeddings are prepended to the input embeddings; nothing inside the model changes.
+Defaults: p=20 virtual tokens (the paper studies 1 to 150), initialised from embeddings of
+randomly sampled vocabulary tokens (the paper samples common tokens; ``init=random`` for
+Gaussian), lr 3e-2 (the paper uses 0.3 with Adafactor; 3e-2 suits AdamW). p·d parameters. A
+classifier reading the first position (BERT's pooler) reads the first virtual token. Any
+architecture with input embeddings.
+"""
+
+from __future__ import annotations
+
+from peftbench import register_method
+from peftbench.methods._peft import PromptMethod
+
+INITS = {"sample_vocab": "SAMPLE_VOCAB", "random": "RANDOM"}
+
+
+@register_method("prompt_tuning")
+class PromptTuning(PromptMethod):
+    description = "Prompt tuning: trainable soft-prompt embeddings before the input (peft)"
+    paper = "Lester et al., 2021, The Power of Scale for ... Prompt Tuning, arXiv:2104.08691"
+    defaults = {"lr": 3e-2, "num_virtual_tokens": 20, "init": "sample_vocab"}
+    lr_range = (1e-3, 3e-1)
+
+    def peft_config(self, hp, info):
+        from peft import PromptTuningConfig, TaskType
+
+        if hp["init"] not in INITS:
+            raise ValueError(f"prompt_tuning: init must be one of {', '.join(INITS)}")
+        return PromptTuningConfig(
+            task_type=TaskType.SEQ_CLS,
+            num_virtual_tokens=hp["num_virtual_tokens"],
+            prompt_tuning_init=INITS[hp["init"]],
+        )

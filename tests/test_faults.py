@@ -1,0 +1,303 @@
+"""Failures are data, bad input is refused up front, and nothing untrusted is loaded.
+
+Test-only plugins live in a temporary package on ``PYTHONPATH``, declared to
+``importlib.metadata`` by a hand-written dist-info folder: exactly how an installed plugin is
+found, without touching the environment.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from peftbench.record import read_record
+from tests.conftest import REPO, run_cli, run_snakemake
+
+PLUGIN_PACKAGE = "pbtest_plugins"
+TINY_BUDGET = {"steps": 3, "batch_size": 4, "max_length": 16}
+
+FAULTY_METHODS = '''
+"""Test-only methods, each failing the way a real one can, and a slow one to kill."""
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from peftbench import register_method
+from peftbench.method import Method
+
+
+class Failing(Method):
+    defaults = {"lr": 1e-4}
+    error = RuntimeError
+
+    def apply(self, model, hp, info):
+        raise self.error
+
+
+@register_method("raises")
+class Raises(Failing):
+    description = "test: an exception inside the method"
+    error = RuntimeError("boom inside the method")
+
+
+@register_method("cuda-oom")
+class CudaOOM(Failing):
+    description = "test: CUDA out of memory"
+    error = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB")
+
+
+@register_method("never")
+class Never(Method):
+    description = "test: applies to no model"
+    defaults = {"lr": 1e-4}
+
+    def unsupported_reason(self, info):
+        return f"never applies to {info.model_type} models"
+
+
+@register_method("slow")
+class Slow(Method):
+    """Trains the head only; marks that training started ($PBTEST_MARKER) and sleeps
+    $PBTEST_STEP_SLEEP seconds per step, so a test can kill it mid-training."""
+
+    description = "test: slow head-only training"
+    defaults = {"lr": 1e-3}
+
+    def apply(self, model, hp, info):
+        return model.requires_grad_(False)
+
+    def on_step(self, model, step):
+        if os.environ.get("PBTEST_MARKER"):
+            Path(os.environ["PBTEST_MARKER"]).touch()
+        time.sleep(float(os.environ.get("PBTEST_STEP_SLEEP", "0")))
+'''
+
+TINY_TASK = '''
+"""A test-only task that declares its training-set size."""
+from peftbench import register_task
+from peftbench.tasks.stdlib_docs import DocstringMatch
+
+
+@register_task("tiny-match")
+class TinyMatch(DocstringMatch):
+    description = "test: docstring-match declaring 40 training examples"
+    train_size = 40
+'''
+
+
+def write_plugin(
+    root: Path, modules: dict[str, str], entry_points: dict[str, dict[str, str]]
+) -> Path:
+    """A package of ``modules`` under ``root`` with a dist-info declaring ``entry_points``
+    (group -> name -> module); put ``root`` on ``PYTHONPATH`` to install it."""
+    package = root / PLUGIN_PACKAGE
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    for name, text in modules.items():
+        (package / f"{name}.py").write_text(textwrap.dedent(text).lstrip())
+    info = root / f"{PLUGIN_PACKAGE}-0.0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {PLUGIN_PACKAGE}\nVersion: 0.0.0\n"
+    )
+    lines = []
+    for group, names in entry_points.items():
+        lines += [f"[{group}]", *(f"{name} = {value}" for name, value in names.items())]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def faulty_plugin(root: Path) -> Path:
+    return write_plugin(
+        root,
+        {"faulty": FAULTY_METHODS, "tiny_task": TINY_TASK},
+        {
+            "peftbench.methods": {"faulty": f"{PLUGIN_PACKAGE}.faulty"},
+            "peftbench.tasks": {"tiny-match": f"{PLUGIN_PACKAGE}.tiny_task"},
+        },
+    )
+
+
+def on_pythonpath(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """Subprocesses (Snakemake, its jobs, the CLI) see the plugin package at ``root``."""
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    )
+
+
+def write_config(folder: Path, **changes) -> Path:
+    config = {
+        "models": ["minilm-l2"],
+        "methods": ["full", "lora"],
+        "tasks": ["docstring-match"],
+        "seeds": [0],
+        "budget": TINY_BUDGET,
+        "hparams": {"max_eval_examples": 16},
+        **changes,
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def plugin_env(tmp_path_factory) -> Iterator[Path]:
+    root = faulty_plugin(tmp_path_factory.mktemp("plugins"))
+    with pytest.MonkeyPatch.context() as patch:
+        on_pythonpath(patch, root)
+        yield root
+
+
+# Failures are data -----------------------------------------------------------------------
+
+EXPECTED = {
+    "full": ("diverged", "loss became"),  # lr 1e12
+    "raises": ("failed", "RuntimeError: boom inside the method"),
+    "cuda-oom": ("oom", "CUDA out of memory"),
+    "never": ("unsupported", "never applies to bert models"),
+    "lora": ("ok", ""),
+}
+
+
+@pytest.mark.slow
+def test_failures_become_records_and_the_sweep_goes_on(plugin_env, tmp_path):
+    config = write_config(tmp_path, methods=list(EXPECTED), method_hparams={"full": {"lr": 1e12}})
+    # No --keep-going: no job fails, every outcome is a record (one run succeeds, as usual).
+    run_snakemake(tmp_path, "--cores", "2", "--configfile", str(config))
+    for method, (code, fragment) in EXPECTED.items():
+        record = read_record(
+            tmp_path / f"results/runs/minilm-l2/{method}/docstring-match/seed0/result.json"
+        )
+        assert record["status"]["code"] == code, (method, record["status"])
+        assert fragment in record["status"]["message"], (method, record["status"])
+        assert (record["metrics"] == {}) == (code != "ok")
+    markdown = (tmp_path / "reports/leaderboard.md").read_text()
+    for shown in ("diverged", "failed", "out of memory", "unsupported"):
+        assert shown in markdown
+    assert run_cli("verify", str(tmp_path / "results")).returncode == 0
+
+
+# Bad input is refused before any job starts ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change, fragments",
+    [
+        ({"method_hparams": {"lora": {"r": "four"}}}, ["r='four'", "int"]),
+        ({"data_dirs": {"glue/sst3": "data"}}, ["unknown task 'glue/sst3'", "glue/sst2"]),
+        ({"budget": {**TINY_BUDGET, "max_length": 4}}, ["4 is less than the minimum of 8"]),
+        ({"budget": {**TINY_BUDGET, "batch_size": "8"}}, ["'8' is not of type 'integer'"]),
+        ({"models": ["minilm-l3"]}, ["unknown model 'minilm-l3'", "minilm-l2"]),
+        ({"seeds": [-1]}, ["-1 is less than the minimum of 0"]),
+        (
+            {"tasks": ["tiny-match"], "budget": {**TINY_BUDGET, "batch_size": 64}},
+            ["batch_size=64", "40 training examples", "valid: 1 to 40"],
+        ),
+    ],
+)
+def test_bad_config_is_refused_before_any_job(plugin_env, tmp_path, change, fragments):
+    config = write_config(tmp_path, **change)
+    result = run_snakemake(tmp_path, "-n", "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    for fragment in fragments:
+        assert fragment in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+# Nothing untrusted is loaded --------------------------------------------------------------
+
+
+def test_plugin_discovery_imports_declared_entry_points_only(tmp_path, monkeypatch):
+    marker = tmp_path / "imported"
+    root = write_plugin(
+        tmp_path / "plugins",
+        {
+            "declared": FAULTY_METHODS,
+            "undeclared": f"open({str(marker)!r}, 'w').close()\n"
+            + FAULTY_METHODS.replace('"raises"', '"sneaky"'),
+        },
+        {"peftbench.methods": {"faulty": f"{PLUGIN_PACKAGE}.declared"}},
+    )
+    on_pythonpath(monkeypatch, root)
+    listed = run_cli("list", "methods").stdout.split()
+    assert "raises" in listed and "sneaky" not in listed
+    assert not marker.exists()
+
+
+@pytest.fixture
+def hub_calls(monkeypatch) -> list[tuple[str, dict]]:
+    """Record the keyword arguments of every transformers loading call (nothing is loaded)."""
+    import transformers
+    from transformers import BertConfig, BertForSequenceClassification
+
+    calls: list[tuple[str, dict]] = []
+    tiny = BertConfig(
+        vocab_size=32,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=8,
+    )
+
+    def fake(kind, result):
+        def from_pretrained(location, *args, **kwargs):
+            calls.append((kind, kwargs))
+            return result(kwargs)
+
+        return from_pretrained
+
+    def model(kwargs):
+        return BertForSequenceClassification(kwargs["config"]), {"missing_keys": []}
+
+    for cls, kind, result in (
+        (transformers.AutoConfig, "config", lambda kwargs: tiny),
+        (transformers.AutoTokenizer, "tokenizer", lambda kwargs: object()),
+        (transformers.AutoModelForSequenceClassification, "model", model),
+    ):
+        monkeypatch.setattr(cls, "from_pretrained", fake(kind, result))
+    return calls
+
+
+def test_hub_models_never_trust_remote_code_unless_configured(hub_calls):
+    from peftbench.model import TransformersModel
+    from peftbench.registry import MODELS
+
+    source = MODELS.get("hf:someone/some-model")
+    source.config()
+    source.tokenizer()
+    source.load(num_labels=2)
+    assert {kind for kind, _ in hub_calls} == {"config", "tokenizer", "model"}
+    assert all(kwargs["trust_remote_code"] is False for _, kwargs in hub_calls)
+    assert all(kwargs["use_safetensors"] is True for kind, kwargs in hub_calls if kind == "model")
+
+    hub_calls.clear()
+    TransformersModel("someone/custom", trust_remote_code=True).load(num_labels=2)
+    assert all(kwargs["trust_remote_code"] is True for _, kwargs in hub_calls)
+
+
+def test_checkpoints_are_never_unpickled():
+    """Every torch.load in peftbench's code passes weights_only=True (no pickle execution)."""
+    unsafe = []
+    for folder in ("harness", "methods", "models", "tasks"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "load"
+                    and ast.unparse(node.func.value) == "torch"
+                    and not any(
+                        k.arg == "weights_only" and ast.unparse(k.value) == "True"
+                        for k in node.keywords
+                    )
+                ):
+                    unsafe.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert unsafe == []

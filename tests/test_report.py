@@ -1,0 +1,378 @@
+"""Leaderboards: the pure table functions, escaping, failures shown as text, the rendered files,
+and Snakemake's own report on a tiny sweep."""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from peftbench.aggregate import (
+    failure_note,
+    flatten,
+    normalise,
+    overall,
+    pareto_front,
+    peak_memory,
+    runs,
+    task_summary,
+    win_rates,
+    write_table,
+)
+from peftbench.plots import PLOTS
+from peftbench.record import validate_record, write_record
+from peftbench.report import fmt_score, md_escape, write_reports
+from tests.conftest import run_snakemake
+
+EVIL = "<script>alert(1)</script>"
+BASE_TOTAL = {"minilm-l2": 15_600_000, "minilm-l4": 19_200_000, "minilm-l6": 22_700_000}
+METRIC = {"docstring-match": ("accuracy", 0.5), "glue/cola": ("matthews_correlation", 0.0)}
+TRAINABLE_SHARE = {"full": 1.0, "bitfit": 0.001, "lora": 0.003, EVIL: 0.02}
+
+
+def make_record(
+    model: str,
+    method: str,
+    task: str,
+    seed: int,
+    status: str = "ok",
+    score: float | None = None,
+    message: str = "",
+) -> dict:
+    """A schema-valid result record with plausible numbers (no training)."""
+    metric, chance = METRIC[task]
+    base = BASE_TOTAL[model]
+    trainable = int(base * TRAINABLE_SHARE.get(method, 0.01)) + 770
+    size = list(BASE_TOTAL).index(model)
+    if score is None:
+        score = chance + (0.2 + 0.05 * size + 0.1 * (method == "full") + 0.01 * seed)
+    record = {
+        "schema_version": "1.0",
+        "run_id": f"{model}/{method}/{task}/seed{seed}",
+        "spec": {
+            "model": model,
+            "method": method,
+            "task": task,
+            "seed": seed,
+            "hparams": {"steps": 3, "lr": 1e-4},
+            "data_dir": None,
+        },
+        "status": {"code": status, "message": message},
+        "params": {
+            "base_total": base,
+            "trainable": trainable,
+            "trainable_pct": 100 * trainable / base,
+            "stored": trainable,
+            "stored_bytes": 4 * trainable + 512,
+            "stored_pct": 100 * trainable / base,
+        },
+        "metrics": {},
+        "memory": {"train_cpu_peak_rss_bytes": (600 + 40 * size) * 2**20 + trainable * 16},
+        "throughput": {
+            "train_tokens_per_s": 2000 / (1 + size) / (3 if method == "full" else 1),
+            "train_samples_per_s": 30.0,
+        },
+        "timing": {
+            "started_at": f"2026-01-0{seed + 1}T10:00:00+00:00",
+            "finished_at": f"2026-01-0{seed + 1}T10:05:00+00:00",
+        },
+        "training": {"losses": [0.7, 0.6]},
+        "provenance": {
+            "command": "peftbench run",
+            "versions": {"python": "3.11.2", "torch": "2.13.0", "peftbench": "0.1.0"},
+            "device": {"type": "cpu", "id": "cpu", "name": "x86_64", "threads": 1},
+            "git_commit": "0123456789abcdef0123456789abcdef01234567",
+            "code_hash": "abc",
+            "data_fingerprint": "def",
+            "model_fingerprint": "123",
+        },
+    }
+    if status == "ok":
+        record["metrics"] = {
+            "primary": metric,
+            "split": "validation",
+            "num_examples": 32,
+            "values": {metric: score},
+            "chance": {metric: chance},
+        }
+    validate_record(record)
+    return record
+
+
+def table_of(records: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([flatten(r) for r in records])
+
+
+def synthetic_table() -> pd.DataFrame:
+    """3 models × 4 methods (one named like an XSS probe) × 2 tasks × 2 seeds, with runs that
+    ran out of memory, were unsupported or failed."""
+    failures = {
+        ("minilm-l6", "full", "glue/cola", 1): ("oom", "CUDA out of memory. Tried to allocate"),
+        ("minilm-l2", EVIL, "docstring-match", 0): ("unsupported", f"{EVIL} | needs a GPU"),
+        ("minilm-l2", EVIL, "docstring-match", 1): ("unsupported", f"{EVIL} | needs a GPU"),
+        ("minilm-l4", "bitfit", "docstring-match", 0): ("failed", "ValueError: bad\ntraceback"),
+    }
+    records = []
+    for model in BASE_TOTAL:
+        for method in TRAINABLE_SHARE:
+            for task in METRIC:
+                for seed in (0, 1):
+                    status, message = failures.get((model, method, task, seed), ("ok", ""))
+                    records.append(make_record(model, method, task, seed, status, None, message))
+    return table_of(records)
+
+
+def write_synthetic(folder: Path) -> dict[str, Path]:
+    """The synthetic table rendered: csv, markdown, html, plots/ and tables/ in ``folder``."""
+    paths = {
+        "csv": folder / "leaderboard.csv",
+        "markdown": folder / "reports" / "leaderboard.md",
+        "html": folder / "reports" / "leaderboard.html",
+        "tables": folder / "reports" / "tables",
+    }
+    write_table(synthetic_table(), paths["csv"])
+    write_reports(
+        paths["csv"], paths["markdown"], paths["html"], tables_dir=paths["tables"], docs="../docs"
+    )
+    return paths
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> dict[str, Path]:
+    return write_synthetic(tmp_path_factory.mktemp("reports"))
+
+
+def test_normalise_maps_chance_to_zero_and_best_to_one():
+    score = pd.Series([0.75, 0.5, 1.0, 0.4, 0.9])
+    chance = pd.Series([0.5, 0.5, 0.5, 0.0, 1.0])
+    result = normalise(score, chance, 1.0)
+    assert result.iloc[:4].tolist() == pytest.approx([0.5, 0.0, 1.0, 0.4])
+    assert math.isnan(result.iloc[4])  # chance already perfect: nothing to normalise by
+
+
+def test_runs_normalises_accuracy_and_mcc_alike_and_drops_failed_scores():
+    table = table_of(
+        [
+            make_record("minilm-l2", "lora", "docstring-match", 0, score=0.75),
+            make_record("minilm-l2", "lora", "glue/cola", 0, score=0.25),
+            make_record("minilm-l2", "full", "glue/cola", 0, status="oom", message="oom"),
+        ]
+    )
+    tidy = runs(table)
+    assert tidy["normalised"].iloc[:2].tolist() == pytest.approx([0.5, 0.25])
+    assert tidy[["score", "normalised", "memory_bytes", "tokens_per_s"]].iloc[2].isna().all()
+    assert tidy["trainable"].iloc[2] > 0  # counted before the failure: still shown
+
+
+def test_win_rates_average_over_tasks_with_ties_and_missing_scores():
+    scores = pd.DataFrame(
+        {"a": [0.9, 0.5, 0.5, math.nan], "b": [0.1, 0.8, math.nan, math.nan]},
+        index=["x", "y", "z", "w"],
+    )
+    rates = win_rates(scores)
+    # task a: x beats 3; y ties z, beats w; z ties y, beats w; w loses to all.
+    # task b: y beats 3; x beats 2 (z, w missing); z and w tie and lose to the others.
+    assert rates["x"] == pytest.approx((3 / 3 + 2 / 3) / 2)
+    assert rates["y"] == pytest.approx((1.5 / 3 + 3 / 3) / 2)
+    assert rates["z"] == pytest.approx((1.5 / 3 + 0.5 / 3) / 2)
+    assert math.isnan(rates["w"])  # nothing finished: no win rate
+    assert win_rates(scores.iloc[:1]).isna().all()
+
+
+def test_pareto_front_keeps_the_undominated_points():
+    points = pd.DataFrame(
+        {
+            "cost": [1.0, 2.0, 3.0, 2.0, 0.5, math.nan, 3.0],
+            "score": [0.5, 0.7, 0.9, 0.6, 0.2, 1.0, 0.9],
+        }
+    )
+    front = pareto_front(points["cost"], points["score"])
+    assert front.tolist() == [True, True, True, False, True, False, True]
+    # Maximised x (throughput): high cost is now good, so (3, 0.9) dominates everything.
+    faster = pareto_front(points["cost"], points["score"], minimize_x=False)
+    assert faster.tolist() == [False, False, True, False, False, False, True]
+
+
+def test_peak_memory_prefers_gpu_and_names_its_kind():
+    table = pd.DataFrame(
+        {
+            "memory.train_cpu_peak_rss_bytes": [100.0, 200.0, math.nan],
+            "memory.train_gpu_peak_allocated_bytes": [math.nan, 50.0, math.nan],
+        }
+    )
+    memory, kind = peak_memory(table)
+    assert memory.iloc[:2].tolist() == [100.0, 50.0] and math.isnan(memory.iloc[2])
+    assert kind.iloc[:2].tolist() == ["CPU peak RSS", "GPU peak allocated"]
+    assert pd.isna(kind.iloc[2])
+    memory, kind = peak_memory(pd.DataFrame(index=[0]))  # a column nobody wrote
+    assert memory.isna().all() and kind.isna().all()
+
+
+def test_failure_note():
+    assert failure_note(pd.Series(["ok", "ok"])) == ""
+    assert failure_note(pd.Series(["oom", "oom"])) == "out of memory"
+    assert failure_note(pd.Series(["ok", "oom", "failed"])) == "1/3 failed, 1/3 out of memory"
+
+
+def test_mean_and_std_over_seeds():
+    table = table_of(
+        [
+            make_record("minilm-l2", "lora", "docstring-match", 0, score=0.7),
+            make_record("minilm-l2", "lora", "docstring-match", 1, score=0.9),
+            make_record("minilm-l2", "lora", "docstring-match", 2, score=0.8),
+        ]
+    )
+    row = task_summary(runs(table)).iloc[0]
+    assert row["score_mean"] == pytest.approx(0.8)
+    assert row["score_std"] == pytest.approx(0.1)
+    assert row["normalised_mean"] == pytest.approx(0.6)
+    assert fmt_score(row["score_mean"], row["score_std"], row["seeds_ok"]) == "0.800 ± 0.100"
+    assert fmt_score(0.8, math.nan, 1) == "0.800"
+
+
+def test_overall_counts_only_seeds_where_every_task_finished():
+    records = [
+        make_record("minilm-l2", "lora", "docstring-match", 0, score=0.75),  # 0.5
+        make_record("minilm-l2", "lora", "glue/cola", 0, score=0.3),  # 0.3
+        make_record("minilm-l2", "lora", "docstring-match", 1, score=1.0),  # 1.0
+        make_record("minilm-l2", "lora", "glue/cola", 1, status="failed", message="x"),
+        make_record("minilm-l2", "full", "docstring-match", 0, status="unsupported"),
+        make_record("minilm-l2", "full", "glue/cola", 0, status="unsupported"),
+    ]
+    board = overall(runs(table_of(records))).set_index("method")
+    assert board.loc["lora", "score_mean"] == pytest.approx(0.4)
+    assert board.loc["lora", "seeds"] == 1 and math.isnan(board.loc["lora", "score_std"])
+    assert board.loc["lora", "note"] == "1/4 failed"
+    assert board.loc["lora", "win_rate"] == 1.0
+    assert board.loc["full", "note"] == "unsupported"
+    assert math.isnan(board.loc["full", "score_mean"])
+    assert board["rank"].tolist() == [1, 2] and board.index.tolist() == ["lora", "full"]
+
+
+def test_md_escape():
+    assert md_escape("a|b") == "a\\|b"
+    assert md_escape(EVIL) == "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert md_escape("p_tuning *x* [l](u) `c`") == "p\\_tuning \\*x\\* \\[l\\](u) \\`c\\`"
+    assert md_escape("two\nlines") == "two lines"
+
+
+def test_user_names_are_escaped_everywhere(rendered):
+    html = rendered["html"].read_text()
+    markdown = rendered["markdown"].read_text()
+    assert EVIL not in html and EVIL not in markdown
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in markdown
+    assert html.count("<script") == 1  # the page's own sorting script
+    for path in (rendered["markdown"].parent / "plots").glob("*.svg"):
+        svg = path.read_text()
+        assert "<script" not in svg
+        ET.fromstring(svg)  # well-formed: escaped names cannot break out of the markup
+
+
+def test_markdown_tables_keep_their_shape(rendered):
+    """Every row of every table has the header's number of cells (escaped ``|`` included)."""
+    markdown = rendered["markdown"].read_text()
+    tables = [block for block in markdown.split("\n\n") if block.startswith("| #")]
+    assert len(tables) == 3  # overall + 2 tasks
+    for block in tables:
+        widths = {line.replace("\\|", "").count("|") for line in block.splitlines()}
+        assert len(widths) == 1, block
+
+
+def test_failed_cells_are_text_never_zero(rendered):
+    markdown = rendered["markdown"].read_text()
+    # docstring-match: unsupported on both seeds; in the overall table: 2 of 4 runs.
+    evil_l2 = [
+        line for line in markdown.splitlines() if f"| {md_escape(EVIL)} | minilm-l2 |" in line
+    ]
+    assert len(evil_l2) == 3
+    assert "| unsupported | unsupported |" in evil_l2[1] and "0.000" not in evil_l2[1]
+    assert "| 2/4 unsupported |" in evil_l2[0] and "| unsupported |" in evil_l2[0]
+    assert "| bitfit | minilm-l4 | 0.7" in markdown  # one failed seed: the other one is shown
+    assert "(1/2 failed)" in markdown
+    assert "out of memory" in markdown
+    assert "- bitfit · minilm-l4 · seed 0: failed — ValueError: bad" in markdown
+    html = rendered["html"].read_text()
+    assert '<td class="num unfinished">unsupported</td>' in html
+    assert '0.400<br><small class="unfinished">1/2 out of memory</small>' in html
+
+
+def test_rendered_files(rendered):
+    plots = rendered["markdown"].parent / "plots"
+    assert sorted(p.stem for p in plots.glob("*.svg")) == sorted(PLOTS)
+    markdown = rendered["markdown"].read_text()
+    for stem in PLOTS:
+        assert f"(plots/{stem}.svg)" in markdown
+    html = rendered["html"].read_text()
+    assert html.count('src="data:image/svg+xml;base64,') == len(PLOTS)
+    assert "http://" not in html and "https://" not in html.replace("http://www.w3.org", "")
+    assert 'href="../docs/parameters.md"' in html
+    assert "0123456789abcdef0123456789abcdef01234567" in html  # provenance footer
+    assert "2026-01-01 10:00 – 2026-01-02 10:05 UTC" in html
+    board = pd.read_csv(rendered["tables"] / "overall.csv")
+    assert len(board) == 12 and board["rank"].tolist() == list(range(1, 13))
+    assert board.iloc[0]["method"] == "full"
+
+
+def test_missing_columns_render_as_dashes(tmp_path):
+    table = table_of([make_record("minilm-l2", "lora", "docstring-match", 0)])
+    table = table.drop(columns=[c for c in table if c.startswith(("memory.", "throughput."))])
+    table = table.drop(columns=["params.stored", "params.stored_bytes", "params.stored_pct"])
+    write_table(table, tmp_path / "t.csv")
+    write_reports(tmp_path / "t.csv", tmp_path / "l.md", tmp_path / "l.html")
+    row = next(line for line in (tmp_path / "l.md").read_text().splitlines() if "| lora" in line)
+    assert row.endswith("| — | — | — | — |")
+
+
+def test_a_row_not_run_on_every_task(tmp_path):
+    records = [make_record("minilm-l2", "lora", task, 0) for task in METRIC]
+    records.append(make_record("minilm-l2", "full", "glue/cola", 0))
+    write_table(table_of(records), tmp_path / "t.csv")
+    write_reports(tmp_path / "t.csv", tmp_path / "l.md", tmp_path / "l.html")
+    row = next(line for line in (tmp_path / "l.md").read_text().splitlines() if "| full" in line)
+    # No overall score; wins on glue/cola, loses on docstring-match (not run).
+    assert "| n/a | 0.50 | — | 0.300 |" in row
+
+
+def test_names_that_look_like_missing_values_stay_names(tmp_path):
+    table = table_of([make_record("minilm-l2", "NA", "docstring-match", 0)])
+    write_table(table, tmp_path / "t.csv")
+    write_reports(tmp_path / "t.csv", tmp_path / "l.md", tmp_path / "l.html")
+    assert "| NA | minilm-l2 |" in (tmp_path / "l.md").read_text()
+
+
+def test_plots_are_reproducible(tmp_path, rendered):
+    again = write_synthetic(tmp_path)
+    for stem in PLOTS:
+        first = (rendered["markdown"].parent / "plots" / f"{stem}.svg").read_bytes()
+        assert (again["markdown"].parent / "plots" / f"{stem}.svg").read_bytes() == first
+    assert again["html"].read_bytes() == rendered["html"].read_bytes()
+
+
+@pytest.mark.slow
+def test_snakemake_report_on_a_tiny_sweep(tmp_path):
+    """The workflow's aggregate and report rules on a tiny sweep whose records are synthetic
+    (no training), then ``snakemake --report``."""
+    config = {
+        "models": ["minilm-l2"],
+        "methods": ["bitfit", "lora"],
+        "tasks": ["docstring-match"],
+        "seeds": [0],
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    for method in config["methods"]:
+        record = make_record("minilm-l2", method, "docstring-match", 0)
+        write_record(tmp_path / "results" / "runs" / record["run_id"] / "result.json", record)
+    snakemake = ["--configfile", str(tmp_path / "config.yaml"), "--cores", "1"]
+    run_snakemake(tmp_path, *snakemake, "--allowed-rules", "aggregate", "report", "all")
+    for stem in PLOTS:
+        assert (tmp_path / "reports" / "plots" / f"{stem}.svg").is_file()
+    assert ">lora<" in (tmp_path / "reports" / "leaderboard.html").read_text()
+    run_snakemake(tmp_path, *snakemake, "--report", "report.html")
+    report = (tmp_path / "report.html").read_text()
+    for name in ("leaderboard.html", "pareto-trainable.svg", "scaling.svg", "overall.csv"):
+        assert name in report

@@ -1,0 +1,206 @@
+"""Sweeps that survive: stale results rerun and fresh ones do not, a killed run leaves nothing
+half-written and reruns, and a sweep reproduces its records exactly.
+
+One tiny sweep runs to completion (module fixture); a second one, in another folder, is killed
+twice mid-training, resumed, and must end with the same records.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from peftbench.record import read_record
+from tests.conftest import REPO, run_cli, run_snakemake
+from tests.test_faults import FAULTY_METHODS, PLUGIN_PACKAGE, on_pythonpath, write_plugin
+
+METHODS = ["lora-copy", "slow"]
+BUDGET = {"steps": 20, "batch_size": 4, "max_length": 16}
+RUN = "results/runs/minilm-l2/{method}/docstring-match/seed0/result.json"
+VARYING = ("timing", "throughput", "memory")
+"""Record fields that measure the machine, not the result."""
+
+
+def config_file(folder: Path) -> Path:
+    import yaml
+
+    config = {
+        "models": ["minilm-l2"],
+        "methods": METHODS,
+        "tasks": ["docstring-match"],
+        "seeds": [0],
+        "budget": BUDGET,
+        "hparams": {"max_eval_examples": 16},
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def plugins(tmp_path_factory) -> Path:
+    """``lora-copy`` (a copy of peftbench's LoRA module, free to edit) and the test methods."""
+    lora = (REPO / "methods" / "lora.py").read_text().replace('"lora"', '"lora-copy"')
+    return write_plugin(
+        tmp_path_factory.mktemp("plugins"),
+        {"lora_copy": lora, "faulty": FAULTY_METHODS},
+        {
+            "peftbench.methods": {
+                "lora-copy": f"{PLUGIN_PACKAGE}.lora_copy",
+                "faulty": f"{PLUGIN_PACKAGE}.faulty",
+            }
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def finished(plugins, tmp_path_factory):
+    """A completed tiny sweep: ``(folder, config, snakemake's output)``."""
+    folder = tmp_path_factory.mktemp("finished")
+    with pytest.MonkeyPatch.context() as patch:
+        on_pythonpath(patch, plugins)
+        config = config_file(folder)
+        result = run_snakemake(folder, "--cores", "2", "--configfile", str(config))
+        yield folder, config, result.stdout + result.stderr
+
+
+@pytest.fixture
+def env(plugins, monkeypatch) -> None:
+    on_pythonpath(monkeypatch, plugins)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Jobs per rule from Snakemake's job stats table."""
+    table = output.split("Job stats:")[1].split("total")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\S+)\s+(\d+)$", table, re.M)}
+
+
+def planned_runs(output: str) -> list[str]:
+    """Outputs of the ``run`` jobs a dry run lists."""
+    return re.findall(r"^rule run:\n(?:\s+input: .*\n)?\s+output: (\S+)", output, re.M)
+
+
+def stale_outputs(summary: str) -> dict[str, str]:
+    """Output -> status for the outputs of ``--summary`` whose status is not ``ok``."""
+    rows = [line.split("\t") for line in summary.splitlines() if "\t" in line]
+    header = rows[0]
+    table = [dict(zip(header, row, strict=True)) for row in rows[1:]]
+    return {row["output_file"]: row["status"] for row in table if row["status"] != "ok"}
+
+
+@pytest.mark.slow
+def test_runs_share_one_tokenization(finished):
+    folder, _, output = finished
+    assert job_counts(output) == {"tokenize": 1, "run": 2, "aggregate": 1, "report": 1, "all": 1}
+    assert len(list((folder / "results/cache/tokenized").glob("*/*/*"))) == 1
+    fingerprints = {
+        read_record(folder / RUN.format(method=m))["provenance"]["data_fingerprint"]
+        for m in METHODS
+    }
+    assert len(fingerprints) == 1
+    assert run_cli("verify", str(folder / "results")).returncode == 0
+
+
+@pytest.mark.slow
+def test_editing_a_method_reruns_its_runs_only(finished, plugins, env):
+    folder, config, _ = finished
+    module = plugins / PLUGIN_PACKAGE / "lora_copy.py"
+    original = module.read_text()
+    dry = ("-n", "--configfile", str(config))
+    assert "Nothing to be done" in run_snakemake(folder, *dry).stdout
+    try:
+        module.write_text(original + "\n# an edit\n")
+        planned = run_snakemake(folder, *dry).stdout
+        assert job_counts(planned) == {"run": 1, "aggregate": 1, "report": 1, "all": 1}
+        assert planned_runs(planned) == [RUN.format(method="lora-copy")]
+        # (--list-changes params lists every output in Snakemake 9: --summary tells them apart.)
+        summary = run_snakemake(folder, "--summary", "--configfile", str(config)).stdout
+        assert stale_outputs(summary) == {RUN.format(method="lora-copy"): "params changed"}
+    finally:
+        module.write_text(original)
+    # The hash follows content, not modification times: restored, nothing is stale.
+    assert "Nothing to be done" in run_snakemake(folder, *dry).stdout
+
+
+def start_sweep(folder: Path, config: Path, marker: Path) -> subprocess.Popen:
+    """Snakemake in its own process group, with the ``slow`` run sleeping between steps."""
+    marker.unlink(missing_ok=True)
+    env = {**os.environ, "PBTEST_MARKER": str(marker), "PBTEST_STEP_SLEEP": "0.5"}
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+    return subprocess.Popen(
+        [*command, "--directory", str(folder), "--cores", "2", "--configfile", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, "snakemake ended before training started"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.1)
+
+
+def slow_run_process(sweep: subprocess.Popen) -> psutil.Process:
+    """The ``peftbench run`` process of the ``slow`` method under ``sweep``."""
+    for child in psutil.Process(sweep.pid).children(recursive=True):
+        line = child.cmdline()
+        if "peftbench" in line and "slow" in line and child.name().startswith("python"):
+            return child
+    raise AssertionError("no running 'slow' run")
+
+
+def comparable(record: dict) -> dict:
+    return {key: value for key, value in record.items() if key not in VARYING}
+
+
+@pytest.mark.slow
+def test_killed_runs_leave_nothing_and_rerun_to_the_same_records(finished, env, tmp_path):
+    reference, _, _ = finished
+    config, marker = config_file(tmp_path), tmp_path / "training"
+    slow = tmp_path / RUN.format(method="slow")
+
+    # SIGTERM to the run while it trains: the job fails, no record, Snakemake stops.
+    sweep = start_sweep(tmp_path, config, marker)
+    wait_for(marker, sweep)
+    slow_run_process(sweep).send_signal(signal.SIGTERM)
+    assert sweep.wait(timeout=300) != 0
+    assert not slow.exists()
+
+    # SIGKILL to Snakemake and its jobs (a crash): no record, a stale lock, an incomplete mark.
+    sweep = start_sweep(tmp_path, config, marker)
+    wait_for(marker, sweep)
+    os.killpg(sweep.pid, signal.SIGKILL)
+    sweep.wait(timeout=60)
+    assert not slow.exists()
+    assert not list(slow.parent.glob(".result.json.*"))  # no temporary half-file either
+
+    # Had a job outlived Snakemake and finished its record, that record is marked incomplete:
+    # the workflow profile's rerun-incomplete reruns it instead of stopping.
+    shutil.copy(reference / RUN.format(method="slow"), slow)
+    dry = ("-n", "--configfile", str(config))
+    strict = run_snakemake(tmp_path, *dry, "--workflow-profile", "none", check=False)
+    assert strict.returncode != 0 and "--rerun-incomplete" in strict.stdout + strict.stderr
+    planned = run_snakemake(tmp_path, *dry)
+    assert "cannot be locked" in planned.stdout + planned.stderr
+    assert planned_runs(planned.stdout) == [RUN.format(method="slow")]
+
+    run_snakemake(tmp_path, "--unlock", "--configfile", str(config))
+    run_snakemake(tmp_path, "--cores", "2", "--configfile", str(config))
+    for method in METHODS:
+        rerun = read_record(tmp_path / RUN.format(method=method))
+        original = read_record(reference / RUN.format(method=method))
+        assert rerun["status"]["code"] == "ok"
+        assert comparable(rerun) == comparable(original)
