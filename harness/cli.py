@@ -92,7 +92,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     checked, problems = verify(args.results_dir)
     for problem in problems:
         print(problem)
-    print(f"{checked} records checked, {len(problems)} problems", file=sys.stderr)
+    print(f"{checked} valid records, {len(problems)} problems", file=sys.stderr)
     return 1 if problems else 0
 
 

@@ -22,6 +22,7 @@ class ModelInfo:
     """Module paths of the task head: what lies outside the backbone, plus backbone modules the
     checkpoint did not provide (newly initialised for the task)."""
     has_bias: bool
+    """Whether the backbone (head excluded) has bias terms."""
 
 
 @dataclass
@@ -78,7 +79,9 @@ def model_info(
         num_layers=config.num_hidden_layers,
         hidden_size=config.hidden_size,
         head_prefixes=tuple(sorted(heads)),
-        has_bias=any(n.endswith(".bias") for n, _ in model.named_parameters()),
+        has_bias=any(
+            n.endswith(".bias") and n.startswith(prefix + ".") for n, _ in model.named_parameters()
+        ),
     )
 
 

@@ -39,6 +39,8 @@ def row(model: str, method: str, overrides: dict[str, Any], num_labels: int) -> 
         c = count_model_method(model, method, overrides, num_labels)
     except NotApplicableError as error:
         return [model, method, "n/a", str(error), "", "", ""]
+    except Exception as error:  # one broken combination must not hide the rest of the table
+        return [model, method, "error", f"{type(error).__name__}: {error}", "", "", ""]
     return [
         model,
         method,

@@ -1,7 +1,8 @@
 """Leaderboard plots as SVG (matplotlib's object API: no display, no global pyplot state).
 
-Each plot takes the overall leaderboard (one point per method × model: ``score`` is the mean
-chance-normalised score over tasks) and draws the methods in colour, the models as markers.
+Each plot takes the overall leaderboard (:func:`peftbench.aggregate.overall`: one point per
+method × model, ``score_mean`` the mean chance-normalised score over tasks) and draws the
+methods in colour, the models as markers.
 """
 
 from __future__ import annotations

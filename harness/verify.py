@@ -32,7 +32,7 @@ class Problem:
 
 
 def verify(results_dir: str | os.PathLike) -> tuple[int, list[Problem]]:
-    """``(records checked, problems)`` for the results folder ``results_dir``."""
+    """``(valid records, problems)`` of the results folder ``results_dir``."""
     root = Path(results_dir)
     records, problems = read_records(root)
     problems += check_fingerprints(records, "task", "data_fingerprint")
@@ -96,7 +96,8 @@ def check_fingerprints(records: dict[Path, dict[str, Any]], key: str, field: str
 
 
 def check_leaderboard(root: Path, records: dict[Path, dict[str, Any]]) -> list[Problem]:
-    """Every row of ``leaderboard.csv`` must point at a present record with the same status."""
+    """Every row of ``leaderboard.csv`` must have its record (``runs/<run_id>/result.json``,
+    where the workflow wrote it), valid and with the same status."""
     table_path = root / LEADERBOARD
     if not table_path.is_file():
         return [Problem(str(table_path), "missing (the sweep was never aggregated)")]
@@ -106,13 +107,12 @@ def check_leaderboard(root: Path, records: dict[Path, dict[str, Any]]) -> list[P
         return [Problem(str(table_path), f"unreadable: {error}")]
     if "run_id" not in table.columns:
         return [Problem(str(table_path), "has no run_id column")]
-    resolved = {path.resolve(): record for path, record in records.items()}
     problems = []
     for row in table.to_dict("records"):
-        path = record_location(root, row)
-        record = resolved.get(path)
+        path = root / "runs" / str(row["run_id"]) / "result.json"
+        record = records.get(path)
         if record is None:
-            why = "is missing" if not path.is_file() else f"is not a valid record in {root}/runs"
+            why = "is missing" if not path.is_file() else "is not a valid record"
             problems.append(
                 Problem(str(table_path), f"row {row['run_id']!r}: its record {path} {why}")
             )
@@ -125,12 +125,3 @@ def check_leaderboard(root: Path, records: dict[Path, dict[str, Any]]) -> list[P
                 )
             )
     return problems
-
-
-def record_location(root: Path, row: dict[str, Any]) -> Path:
-    """The record a leaderboard row came from (resolved): its ``record_path`` where that exists
-    from here, else where the workflow writes the row's run."""
-    recorded = row.get("record_path")
-    if isinstance(recorded, str) and Path(recorded).is_file():
-        return Path(recorded).resolve()
-    return (root / "runs" / str(row["run_id"]) / "result.json").resolve()

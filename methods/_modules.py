@@ -195,7 +195,8 @@ def _inject_prefix(prefix: DeepPrefix, layer: int, attention: nn.Module, args, k
     hidden = args[0] if args else kwargs["hidden_states"]
     if kwargs.get("past_key_values") is not None:
         raise RuntimeError("prefix injection supports encoders only (no key/value cache)")
-    batch, heads, size = hidden.shape[0], attention.num_attention_heads, attention.attention_head_size
+    batch, heads = hidden.shape[0], attention.num_attention_heads
+    size = attention.attention_head_size
     kv = prefix(layer).to(hidden.dtype).view(2, 1, prefix.length, heads, size).transpose(2, 3)
     kv = kv.expand(2, batch, heads, prefix.length, size)
     gate = getattr(attention, "prefix_gate", None)
@@ -291,6 +292,14 @@ class DeepPrefixMethod(Method):
     inference. BERT-family encoders only (the prefix goes in through their self-attention)."""
 
     architectures = ENCODERS
+
+    def unsupported_reason(self, info):
+        if info.model_type not in ENCODERS:
+            return (
+                f"{self.name} injects its prefix through BERT-style encoder self-attention "
+                f"({', '.join(ENCODERS)}); {info.model_type!r} has none"
+            )
+        return None
 
     def artifact(self, model, info):
         return with_materialized_prefix(model, super().artifact(model, info))

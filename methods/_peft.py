@@ -14,6 +14,12 @@ from peftbench.model import ModelInfo
 
 REPARAMETRIZATIONS = ("transform", "mlp_head", "lstm_head")
 """peft's prompt-encoder modules that compute the prompt while training (prefix, P-tuning)."""
+LAST_TOKEN_CLASSIFIERS = (
+    "bloom", "falcon", "gemma", "gemma2", "gpt2", "gpt_neo", "gpt_neox", "gptj", "llama",
+    "mistral", "mixtral", "opt", "phi", "phi3", "qwen2", "qwen3",
+)  # fmt: skip
+"""Decoders whose sequence classifier reads the last token that is not padding; it finds it
+from ``input_ids``, which input-level prompt methods replace by ``inputs_embeds``."""
 
 
 def target_modules(value: str) -> list[str] | str | None:
@@ -45,9 +51,11 @@ class PeftMethod(Method):
         return {name: t.detach() for name, t in state.items() if not is_head(name, info)}
 
     def load_artifact(self, model, tensors, info):
-        from peft import set_peft_model_state_dict
+        from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-        unexpected = set_peft_model_state_dict(model, tensors).unexpected_keys
+        # peft loads a trained head copy with the adapter: pass the model's own (the harness's).
+        head = {k: v for k, v in get_peft_model_state_dict(model).items() if is_head(k, info)}
+        unexpected = set_peft_model_state_dict(model, {**head, **tensors}).unexpected_keys
         if unexpected:
             raise KeyError(f"{self.name}: artifact tensors the model lacks: {unexpected}")
 
@@ -57,7 +65,17 @@ class PeftMethod(Method):
 
 class PromptMethod(PeftMethod):
     """A prompt-learning method. The artifact is the prompt as the model uses it (for prefix
-    tuning and P-tuning: the output of the reparametrisation, not its weights)."""
+    tuning and P-tuning: the output of the reparametrisation, not its weights), under peft's
+    name for it, ``prompt_embeddings``."""
+
+    def artifact(self, model, info):
+        adapter = model.active_adapter
+        encoder = model.prompt_encoder[adapter]
+        if model.peft_config[adapter].inference_mode:
+            return {"prompt_embeddings": encoder.embedding.weight.detach()}
+        weight = encoder.embedding.weight
+        tokens = torch.arange(weight.shape[0], device=weight.device)
+        return {"prompt_embeddings": encoder(tokens[None])[0].detach()}
 
     def load_artifact(self, model, tensors, info):
         (prompt,) = tensors.values()
@@ -98,16 +116,30 @@ def quantize_linears(model: nn.Module, info: ModelInfo, bits: int) -> int:
             has_bias = child.bias is not None
             if bits == 4:
                 layer = bnb.nn.Linear4bit(
-                    d_in, d_out, bias=has_bias, compute_dtype=weight.dtype,
-                    compress_statistics=True, quant_type="nf4", device="meta",
+                    d_in,
+                    d_out,
+                    bias=has_bias,
+                    compute_dtype=weight.dtype,
+                    compress_statistics=True,
+                    quant_type="nf4",
+                    device="meta",
                 )
                 layer.weight = bnb.nn.Params4bit(
-                    weight.detach().contiguous(), requires_grad=False,
-                    compress_statistics=True, quant_type="nf4",
+                    weight.detach().contiguous(),
+                    requires_grad=False,
+                    compress_statistics=True,
+                    quant_type="nf4",
                 )
+                # bitsandbytes would repack the weights, for good, into a CPU inference layout
+                # at the first no-grad evaluation; training after that fails.
+                layer.support_avx512bf16_for_cpu = False
             else:
                 layer = bnb.nn.Linear8bitLt(
-                    d_in, d_out, bias=has_bias, has_fp16_weights=False, threshold=6.0,
+                    d_in,
+                    d_out,
+                    bias=has_bias,
+                    has_fp16_weights=False,
+                    threshold=6.0,
                     device="meta",
                 )
                 layer.weight = bnb.nn.Int8Params(
@@ -145,3 +177,14 @@ class QuantizedLoRA(PeftMethod):
 
     def merge(self, model):
         return None
+
+
+def input_prompt_unsupported(info: ModelInfo) -> str | None:
+    """Why a prompt prepended to the input embeddings cannot apply to the model, or ``None``."""
+    if info.model_type in LAST_TOKEN_CLASSIFIERS:
+        return (
+            f"{info.model_type} classifies from the last non-padding token, which it finds from "
+            "input_ids; peft passes the prompted input as inputs_embeds, so right-padded "
+            "examples would be classified from a padding position"
+        )
+    return None

@@ -6,13 +6,14 @@ LoRA in SVD form, P·Λ·Q, whose rank budget is reallocated while training: aft
 on average, by masking the singular values with the lowest importance every ``delta_t`` steps;
 the last ``tfinal`` steps train the final allocation. ``tinit`` and ``tfinal`` are fractions
 of the run's ``steps`` (the paper sets them in steps per task). peft adds the paper's
-orthogonality regulariser on P and Q to the loss whenever the model computes a loss.
+orthogonality regulariser on P and Q to the loss whenever the model computes a loss (only
+through its sequence-classification model, which trains a copy of the head).
 :meth:`on_step` must run after every optimizer step, before the gradients are zeroed (the
 importance scores read them). Defaults from the paper: all weight matrices of the backbone
-(``all-linear``:
-BERT's pooler included, the head excluded), init_r=12, target_r=8, β1=β2=0.85, regulariser weight 0.1, lr 1e-3. The
-artifact keeps only the surviving triplets (rows of P, values, columns of Q), so its size is
-the allocated budget. Mergeable.
+(``all-linear``: BERT's pooler included, the head excluded), init_r=12, target_r=8,
+β1=β2=0.85, regulariser weight 0.1, lr 1e-3. The artifact keeps only the surviving triplets
+(rows of P, values, columns of Q), so its size is the allocated budget. Mergeable.
+Architectures: any with linear (or GPT-2 Conv1D) layers.
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ class AdaLoRA(PeftMethod):
     lr_range = (5e-4, 1.2e-3)
 
     def peft_config(self, hp, info):
-        from peft import AdaLoraConfig
+        from peft import AdaLoraConfig, TaskType
 
         steps = hp["steps"]
         return AdaLoraConfig(
+            task_type=TaskType.SEQ_CLS,  # peft adds the regulariser only through this model class
             target_modules=target_modules(hp["target_modules"]),
             exclude_modules=list(info.head_prefixes),
             init_r=hp["init_r"],
@@ -65,6 +67,8 @@ class AdaLoRA(PeftMethod):
         """Drop the masked triplets: P·diag(λ)·Q does not depend on their order, and peft
         divides by the initial rank, not the surviving one, so loading pads with zeros."""
         tensors = super().artifact(model, info)
+        if any(t.is_meta for t in tensors.values()):
+            return tensors  # counting without values: the initial budget bounds it
         for name in [n for n in tensors if ".lora_E" in n]:
             keep = tensors[name].view(-1) != 0
             tensors[name] = tensors[name][keep]

@@ -7,6 +7,7 @@ intermediate activations (l_ff: d_ff, applied to the input of the FFN output pro
 start at one. On the BERT family exactly those three are targeted; elsewhere peft's default
 for the architecture (GPT-2: the fused query/key/value projection and the FFN output). Default
 lr 3e-3 (the paper's, with Adafactor). L·(2·d + d_ff) parameters on BERT. Mergeable.
+Architectures: BERT family, and those peft has IA3 defaults for (GPT-2, Llama, T5, ...).
 """
 
 from __future__ import annotations

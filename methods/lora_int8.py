@@ -7,7 +7,8 @@ Every ``Linear`` (and GPT-2 ``Conv1D``) outside the head is replaced by a bitsan
 targets. The embeddings and the head stay in full precision. bitsandbytes runs these layers on
 CPU and GPU. Defaults as for ``lora``: r=8, alpha=16, peft's default targets (query and value
 on BERT), lr 5e-4.
-Not merged (merging would requantize the base and change the outputs).
+Not merged (merging would requantize the base and change the outputs). Architectures: those
+peft has LoRA defaults for, or any with named linear targets.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from peftbench.methods._peft import QuantizedLoRA
 @register_method("lora_int8")
 class LoRAInt8(QuantizedLoRA):
     description = "LoRA on an LLM.int8() 8-bit quantized base (peft, bnb)"
-    paper = "Dettmers et al., 2022, LLM.int8(), arXiv:2208.07339; Hu et al., 2022, LoRA, arXiv:2106.09685"
+    paper = (
+        "Dettmers et al., 2022, LLM.int8(), arXiv:2208.07339; "
+        "Hu et al., 2022, LoRA, arXiv:2106.09685"
+    )
     defaults = {"lr": 5e-4, "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "auto"}
     bits = 8
     lr_range = (1e-4, 1e-3)

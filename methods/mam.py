@@ -28,7 +28,10 @@ from peftbench.methods._modules import (
 @register_method("mam")
 class MAMAdapter(DeepPrefixMethod):
     description = "MAM adapter: prefix tuning on attention + scaled parallel adapter on the FFN"
-    paper = "He et al., 2022, Towards a Unified View of Parameter-Efficient Transfer Learning, arXiv:2110.04366"
+    paper = (
+        "He et al., 2022, Towards a Unified View of Parameter-Efficient Transfer Learning, "
+        "arXiv:2110.04366"
+    )
     defaults = {
         "lr": 1e-4,
         "prefix_length": 30,

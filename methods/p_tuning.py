@@ -5,13 +5,14 @@ two-layer MLP, as in the paper), are prepended to the input embeddings. The enco
 but only its output, p·d numbers, must be stored (that is the artifact). The paper fine-tunes
 the whole model on SuperGLUE and freezes it on LAMA; here the model is frozen. Defaults:
 p=20 virtual tokens, encoder hidden size 128, lr 1e-3 (our choice; the paper's SuperGLUE
-rates are for full fine-tuning). Any architecture with input embeddings.
+rates are for full fine-tuning). Architectures: encoders; not decoders that classify from the
+last non-padding token (GPT-2, Llama, ...), which cannot find it in peft's prompted embeddings.
 """
 
 from __future__ import annotations
 
 from peftbench import register_method
-from peftbench.methods._peft import PromptMethod
+from peftbench.methods._peft import PromptMethod, input_prompt_unsupported
 
 
 @register_method("p_tuning")
@@ -20,6 +21,9 @@ class PTuning(PromptMethod):
     paper = "Liu et al., 2021, GPT Understands, Too, arXiv:2103.10385"
     defaults = {"lr": 1e-3, "num_virtual_tokens": 20, "encoder_hidden_size": 128, "encoder": "lstm"}
     lr_range = (1e-4, 1e-2)
+
+    def unsupported_reason(self, info):
+        return input_prompt_unsupported(info)
 
     def peft_config(self, hp, info):
         from peft import PromptEncoderConfig, TaskType

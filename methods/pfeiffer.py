@@ -4,7 +4,8 @@ feed-forward block.
 
 The adapter h + W_up·ReLU(W_down·h) sits after the feed-forward output projection, before the
 residual connection and layer norm. AdapterHub's configuration of this adapter additionally
-re-applies the layer's own layer norm around it; this simpler placement does not. The up-projection starts at zero.
+re-applies the layer's own layer norm around it; this simpler placement does not. The
+up-projection starts at zero.
 Defaults from the paper: reduction factor 16 (bottleneck d/16), lr 1e-4. 2·d·m + m + d
 parameters per layer. Architectures: BERT family, GPT-2, Llama family.
 """

@@ -5,14 +5,15 @@ p trainable embeddings are prepended to the input embeddings; nothing inside the
 Defaults: p=20 virtual tokens (the paper studies 1 to 150), initialised from embeddings of
 randomly sampled vocabulary tokens (the paper samples common tokens; ``init=random`` for
 Gaussian), lr 3e-2 (the paper uses 0.3 with Adafactor; 3e-2 suits AdamW). p·d parameters. A
-classifier reading the first position (BERT's pooler) reads the first virtual token. Any
-architecture with input embeddings.
+classifier reading the first position (BERT's pooler) reads the first virtual token.
+Architectures: encoders; not decoders that classify from the last non-padding token (GPT-2,
+Llama, ...), which cannot find it once peft passes embeddings instead of token ids.
 """
 
 from __future__ import annotations
 
 from peftbench import register_method
-from peftbench.methods._peft import PromptMethod
+from peftbench.methods._peft import PromptMethod, input_prompt_unsupported
 
 INITS = {"sample_vocab": "SAMPLE_VOCAB", "random": "RANDOM"}
 
@@ -23,6 +24,9 @@ class PromptTuning(PromptMethod):
     paper = "Lester et al., 2021, The Power of Scale for ... Prompt Tuning, arXiv:2104.08691"
     defaults = {"lr": 3e-2, "num_virtual_tokens": 20, "init": "sample_vocab"}
     lr_range = (1e-3, 3e-1)
+
+    def unsupported_reason(self, info):
+        return input_prompt_unsupported(info)
 
     def peft_config(self, hp, info):
         from peft import PromptTuningConfig, TaskType

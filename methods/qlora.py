@@ -7,7 +7,8 @@ layer with double-quantized scales (``quant_type=nf4, compress_statistics=True``
 in the model's dtype; LoRA adapters train on top of all of them, as in the paper. The
 embeddings and the head stay in full precision. bitsandbytes runs these layers on CPU and GPU.
 Defaults from the paper (for 7B-13B models): r=64, alpha=16, dropout 0.1, lr 2e-4.
-Not merged (merging would requantize the base and change the outputs).
+Not merged (merging would requantize the base and change the outputs). Architectures: any with
+linear (or GPT-2 Conv1D) layers.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from peftbench.methods._peft import QuantizedLoRA
 
 @register_method("qlora")
 class QLoRA(QuantizedLoRA):
-    description = "QLoRA: LoRA on all linear layers of a 4-bit NF4 double-quantized base (peft, bnb)"
+    description = "QLoRA: LoRA on every linear layer of a 4-bit NF4 double-quantized base (bnb)"
     paper = "Dettmers et al., 2023, QLoRA: Efficient Finetuning of Quantized LLMs, arXiv:2305.14314"
     defaults = {"lr": 2e-4, "r": 64, "alpha": 16, "dropout": 0.1, "target_modules": "all-linear"}
     bits = 4

@@ -8,7 +8,7 @@ the vectors (peft's ``save_projection`` is off). λ_b starts at zero, λ_d at 0.
 peft needs the adapted layers to share one shape: the default targets (query and value on
 BERT, the paper's choice; GPT-2's fused projection) do. Defaults: r=256 (the paper's for
 RoBERTa-large; 1024 for base), lr 4e-3 (the paper's range for RoBERTa is 4e-3 to 1e-2).
-Mergeable.
+Mergeable. Architectures: those peft has VeRA defaults for (BERT family, GPT-2, Llama, ...).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ wildcard_constraints:
 localrules:
     aggregate,
     report,
+    param_counts,
 
 
 def run_dir(spec):

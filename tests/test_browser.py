@@ -113,11 +113,12 @@ class DevTools:
                 return reply["result"]
             self.events.append(reply)
 
-    def wait_for(self, event: str) -> dict:
+    def wait_for(self, *events: str) -> dict:
+        """The first of ``events`` to arrive (taken off the kept events)."""
         deadline = time.monotonic() + TIMEOUT_S
         while True:
             for index, message in enumerate(self.events):
-                if message.get("method") == event:
+                if message.get("method") in events:
                     return self.events.pop(index)
             self.events.append(self._receive(deadline))
 
@@ -131,17 +132,26 @@ class Page:
         self.session = browser.send("Target.attachToTarget", targetId=target, flatten=True)[
             "sessionId"
         ]
-        for domain in ("Page", "Runtime"):
+        for domain in ("Page", "Runtime", "Network"):
             self.send(f"{domain}.enable")
-        self.send("Emulation.setDeviceMetricsOverride", width=WIDTH, height=900,
-                  deviceScaleFactor=1, mobile=False)  # fmt: skip
+        self.viewport(900)
 
     def send(self, method: str, **params) -> dict:
         return self.browser.send(method, self.session, **params)
 
+    def viewport(self, height: int) -> None:
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=WIDTH,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+
     def open(self, url: str) -> None:
         self.send("Page.navigate", url=url)
-        self.browser.wait_for("Page.loadEventFired")
+        event = self.browser.wait_for("Page.loadEventFired", "Page.javascriptDialogOpening")
+        assert event["method"] == "Page.loadEventFired", f"the page opened a dialog: {event}"
 
     def evaluate(self, expression: str):
         result = self.send("Runtime.evaluate", expression=expression, returnByValue=True)
@@ -158,15 +168,18 @@ class Page:
         )
         for kind in ("mousePressed", "mouseReleased"):
             self.send(
-                "Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left",
+                "Input.dispatchMouseEvent",
+                type=kind,
+                x=box[0],
+                y=box[1],
+                button="left",
                 clickCount=1,
-            )  # fmt: skip
+            )
 
     def screenshot(self, path: Path) -> None:
         """The whole page as a PNG."""
         height = self.evaluate("document.documentElement.scrollHeight")
-        self.send("Emulation.setDeviceMetricsOverride", width=WIDTH, height=height,
-                  deviceScaleFactor=1, mobile=False)  # fmt: skip
+        self.viewport(height)
         data = self.send("Page.captureScreenshot", format="png")["data"]
         path.write_bytes(base64.b64decode(data))
 
@@ -203,6 +216,15 @@ def test_tables_and_plots_render(page):
     )
     assert len(images) == 4
     assert all(complete and natural > 100 and shown > 100 for complete, natural, shown in images)
+
+
+def test_page_loads_nothing_from_elsewhere(page):
+    requested = [
+        e["params"]["request"]["url"]
+        for e in page.browser.events
+        if e.get("method") == "Network.requestWillBeSent"
+    ]
+    assert requested and all(url.startswith(("file:", "data:")) for url in requested)
 
 
 def test_script_named_method_is_text_and_runs_nothing(page):

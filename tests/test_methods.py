@@ -1,6 +1,7 @@
 """Every registered method on a real model (minilm-l2) and a tiny GPT-2: it trains exactly the
-parameters it says (closed-form counts), a short run lowers the loss, and its artifact
-survives a safetensors round trip and rebuilds the tuned model from a freshly adapted one."""
+parameters it says (closed-form counts), a short run of its own parameters lowers the loss,
+and its artifact survives a safetensors round trip and rebuilds the tuned model from a freshly
+adapted one."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from peftbench import METHODS, MODELS, TASKS
-from peftbench.method import FROZEN_COPY, Method, is_head, unfreeze_head
+from peftbench.method import Method, is_head
+from peftbench.methods._modules import ENCODERS, LAYOUTS
 from peftbench.model import ModelInfo, model_info
 
 torch.set_num_threads(2)
@@ -22,6 +24,9 @@ torch.set_num_threads(2)
 STEPS = 20
 BATCH = 8
 MAX_LENGTH = 32
+HEAD_STD = 1.0
+"""A freshly initialised head (std 0.02) leaves every logit near zero, a plateau that 20 steps
+at a paper's learning rate hardly leave; a larger random head gives the method a gradient."""
 L, D, FF = 2, 384, 1536  # minilm-l2: layers, width, FFN width
 
 
@@ -79,6 +84,7 @@ EXPECTED: dict[str, tuple[int | None, int | None]] = {
 @pytest.fixture(scope="module")
 def minilm() -> tuple[Callable[[], nn.Module], ModelInfo, dict[str, torch.Tensor]]:
     loaded = MODELS.get("minilm-l2").load(num_labels=2)
+    randomize_head(loaded.model, loaded.info)
 
     def build() -> nn.Module:
         return copy.deepcopy(loaded.model)
@@ -86,8 +92,12 @@ def minilm() -> tuple[Callable[[], nn.Module], ModelInfo, dict[str, torch.Tensor
     rows = TASKS.get("docstring-match").load()["train"].select(range(BATCH)).to_dict()
     tokenizer = MODELS.get("minilm-l2").tokenizer()
     batch = tokenizer(
-        rows["name"], rows["text"], truncation=True, max_length=MAX_LENGTH,
-        padding=True, return_tensors="pt",
+        rows["name"],
+        rows["text"],
+        truncation=True,
+        max_length=MAX_LENGTH,
+        padding=True,
+        return_tensors="pt",
     )
     batch["labels"] = torch.tensor(rows["label"])
     return build, loaded.info, dict(batch)
@@ -98,13 +108,24 @@ def gpt2() -> tuple[Callable[[], nn.Module], ModelInfo, dict[str, torch.Tensor]]
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
     config = GPT2Config(
-        n_layer=2, n_embd=64, n_head=4, n_positions=64, vocab_size=128,
-        bos_token_id=1, eos_token_id=1, pad_token_id=0, num_labels=2,
+        n_layer=2,
+        n_embd=64,
+        n_head=4,
+        n_positions=64,
+        vocab_size=128,
+        bos_token_id=1,
+        eos_token_id=1,
+        pad_token_id=0,
+        num_labels=2,
     )
 
+    torch.manual_seed(0)
+    model = GPT2ForSequenceClassification(config)
+    info = model_info("gpt2-tiny", model)
+    randomize_head(model, info)
+
     def build() -> nn.Module:
-        torch.manual_seed(0)
-        return GPT2ForSequenceClassification(config)
+        return copy.deepcopy(model)
 
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(2, 128, (BATCH, 16), generator=generator)  # no padding
@@ -113,29 +134,31 @@ def gpt2() -> tuple[Callable[[], nn.Module], ModelInfo, dict[str, torch.Tensor]]
         "attention_mask": torch.ones_like(ids),
         "labels": torch.arange(BATCH) % 2,
     }
-    return build, model_info("gpt2-tiny", build()), batch
+    return build, info, batch
+
+
+def randomize_head(model: nn.Module, info: ModelInfo) -> None:
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if is_head(name, info):
+                p.copy_(torch.randn(p.shape, generator=generator) * HEAD_STD)
 
 
 def adapt(method: Method, build: Callable[[], nn.Module], info: ModelInfo, seed: int):
-    """A freshly adapted model, head unfrozen as the harness does, in eval mode (no dropout,
-    so losses and logits are deterministic)."""
+    """A freshly adapted model in eval mode (no dropout: deterministic losses and logits). The
+    head stays frozen, so what training changes is the method's doing."""
     torch.manual_seed(seed)
     hp: dict[str, Any] = {**method.defaults, "steps": STEPS}
     model = method.apply(build(), hp, info)
-    unfreeze_head(model, info)
+    for name, p in model.named_parameters():
+        if is_head(name, info):
+            p.requires_grad_(False)
     return model.eval(), hp
 
 
 def method_parameters(model: nn.Module, info: ModelInfo) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad and not is_head(n, info)}
-
-
-def head(model: nn.Module, info: ModelInfo) -> dict[str, torch.Tensor]:
-    return {
-        n: p.detach().clone()
-        for n, p in model.named_parameters()
-        if is_head(n, info) and FROZEN_COPY not in n
-    }
 
 
 def loss_of(model: nn.Module, batch: dict[str, torch.Tensor]) -> float:
@@ -154,7 +177,8 @@ def train(method: Method, model: nn.Module, hp: dict[str, Any], batch) -> None:
 
 
 def check_trains_and_round_trips(name, build, info, batch, tmp_path) -> dict[str, torch.Tensor]:
-    """Train, then rebuild the tuned model from a fresh one, its head and the stored artifact."""
+    """Train, then rebuild the tuned model from a freshly adapted one (other seed, same frozen
+    head) and the artifact read back from safetensors."""
     method = METHODS.get(name)
     model, hp = adapt(method, build, info, seed=0)
     before = {n: p.detach().clone() for n, p in method_parameters(model, info).items()}
@@ -175,7 +199,6 @@ def check_trains_and_round_trips(name, build, info, batch, tmp_path) -> dict[str
     with torch.no_grad():
         expected = model(**batch).logits
     fresh, _ = adapt(method, build, info, seed=1)
-    fresh.load_state_dict(head(model, info), strict=False)
     with torch.no_grad():
         head_only = fresh(**batch).logits
     method.load_artifact(fresh, loaded, info)
@@ -260,3 +283,36 @@ def test_prefix_keeps_padding_out(minilm):
     short = {k: v[:, : int(lengths[i])] for k, v in padded.items()}
     with torch.no_grad():
         torch.testing.assert_close(model(**short).logits, model(**padded).logits)
+
+
+@pytest.mark.parametrize("model_type", sorted(LAYOUTS))
+def test_own_modules_on_declared_architectures(model_type):
+    """Freeze, Houlsby, Pfeiffer, MAM and UniPELT find their places in every architecture they
+    claim (tiny random configs, padded batch) and all their parameters get gradients."""
+    from transformers import CONFIG_MAPPING, AutoModelForSequenceClassification
+
+    config = CONFIG_MAPPING[model_type]()
+    sizes = {
+        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 4, "intermediate_size": 64, "n_inner": 64, "embedding_size": 32,
+        "vocab_size": 128, "max_position_embeddings": 64, "pad_token_id": 0,
+        "bos_token_id": 1, "eos_token_id": 1,
+    }  # fmt: skip
+    for key, value in sizes.items():
+        if hasattr(config, key):
+            setattr(config, key, value)
+    ids = torch.randint(2, 128, (2, 10), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    for name in ("freeze", "houlsby", "pfeiffer", "mam", "unipelt"):
+        method = METHODS.get(name)
+        torch.manual_seed(0)
+        model = AutoModelForSequenceClassification.from_config(config)
+        info = model_info(model_type, model)
+        if method.unsupported_reason(info) is not None:
+            assert name in ("mam", "unipelt") and model_type not in ENCODERS
+            continue
+        model = method.apply(model, {**method.defaults, "steps": STEPS}, info)
+        model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1])).loss.backward()
+        missing = [n for n, p in method_parameters(model, info).items() if p.grad is None]
+        assert not missing, f"{name} on {model_type}: no gradient for {missing}"

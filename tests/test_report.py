@@ -367,8 +367,9 @@ def test_snakemake_report_on_a_tiny_sweep(tmp_path):
     for method in config["methods"]:
         record = make_record("minilm-l2", method, "docstring-match", 0)
         write_record(tmp_path / "results" / "runs" / record["run_id"] / "result.json", record)
-    snakemake = ["--configfile", str(tmp_path / "config.yaml"), "--cores", "1"]
-    run_snakemake(tmp_path, *snakemake, "--allowed-rules", "aggregate", "report", "all")
+    # The leaderboard as target: nothing else (no training, no other reports) is needed.
+    snakemake = ["reports/leaderboard.html", "--configfile", str(tmp_path / "config.yaml")]
+    run_snakemake(tmp_path, *snakemake, "--cores", "1", "--allowed-rules", "aggregate", "report")
     for stem in PLOTS:
         assert (tmp_path / "reports" / "plots" / f"{stem}.svg").is_file()
     assert ">lora<" in (tmp_path / "reports" / "leaderboard.html").read_text()

@@ -40,6 +40,7 @@ def config_file(folder: Path) -> Path:
         "seeds": [0],
         "budget": BUDGET,
         "hparams": {"max_eval_examples": 16},
+        "count_models": [],
     }
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -89,18 +90,17 @@ def planned_runs(output: str) -> list[str]:
     return re.findall(r"^rule run:\n(?:\s+input: .*\n)?\s+output: (\S+)", output, re.M)
 
 
-def stale_outputs(summary: str) -> dict[str, str]:
-    """Output -> status for the outputs of ``--summary`` whose status is not ``ok``."""
+def summary_rows(summary: str) -> list[dict[str, str]]:
+    """The rows of ``snakemake --summary`` (output_file, rule, status, plan, ...)."""
     rows = [line.split("\t") for line in summary.splitlines() if "\t" in line]
-    header = rows[0]
-    table = [dict(zip(header, row, strict=True)) for row in rows[1:]]
-    return {row["output_file"]: row["status"] for row in table if row["status"] != "ok"}
+    return [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
 
 
 @pytest.mark.slow
 def test_runs_share_one_tokenization(finished):
     folder, _, output = finished
-    assert job_counts(output) == {"tokenize": 1, "run": 2, "aggregate": 1, "report": 1, "all": 1}
+    counts = job_counts(output)
+    assert (counts["tokenize"], counts["run"]) == (1, 2)  # with --cores 2, one tokenization
     assert len(list((folder / "results/cache/tokenized").glob("*/*/*"))) == 1
     fingerprints = {
         read_record(folder / RUN.format(method=m))["provenance"]["data_fingerprint"]
@@ -115,20 +115,24 @@ def test_editing_a_method_reruns_its_runs_only(finished, plugins, env):
     folder, config, _ = finished
     module = plugins / PLUGIN_PACKAGE / "lora_copy.py"
     original = module.read_text()
-    dry = ("-n", "--configfile", str(config))
-    assert "Nothing to be done" in run_snakemake(folder, *dry).stdout
     try:
         module.write_text(original + "\n# an edit\n")
-        planned = run_snakemake(folder, *dry).stdout
-        assert job_counts(planned) == {"run": 1, "aggregate": 1, "report": 1, "all": 1}
-        assert planned_runs(planned) == [RUN.format(method="lora-copy")]
-        # (--list-changes params lists every output in Snakemake 9: --summary tells them apart.)
         summary = run_snakemake(folder, "--summary", "--configfile", str(config)).stdout
-        assert stale_outputs(summary) == {RUN.format(method="lora-copy"): "params changed"}
     finally:
         module.write_text(original)
+    # (--list-changes params lists every output in Snakemake 9; --summary tells them apart.)
+    rows = summary_rows(summary)
+    lora = RUN.format(method="lora-copy")
+    stale = {row["output_file"]: row["status"] for row in rows if row["status"] != "ok"}
+    assert stale == {lora: "params changed"}
+    pending = {row["output_file"] for row in rows if row["plan"] != "no update"}
+    assert pending & {row["output_file"] for row in rows if row["rule"] in ("run", "tokenize")} == {
+        lora
+    }
+    assert "results/leaderboard.csv" in pending  # the aggregation follows
     # The hash follows content, not modification times: restored, nothing is stale.
-    assert "Nothing to be done" in run_snakemake(folder, *dry).stdout
+    dry = run_snakemake(folder, "-n", "--configfile", str(config))
+    assert "Nothing to be done" in dry.stdout
 
 
 def start_sweep(folder: Path, config: Path, marker: Path) -> subprocess.Popen:
@@ -195,7 +199,7 @@ def test_killed_runs_leave_nothing_and_rerun_to_the_same_records(finished, env, 
     assert strict.returncode != 0 and "--rerun-incomplete" in strict.stdout + strict.stderr
     planned = run_snakemake(tmp_path, *dry)
     assert "cannot be locked" in planned.stdout + planned.stderr
-    assert planned_runs(planned.stdout) == [RUN.format(method="slow")]
+    assert RUN.format(method="slow") in planned_runs(planned.stdout)
 
     run_snakemake(tmp_path, "--unlock", "--configfile", str(config))
     run_snakemake(tmp_path, "--cores", "2", "--configfile", str(config))
