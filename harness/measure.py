@@ -73,9 +73,11 @@ def percentile(values: list[float], q: float) -> float:
 
 def expected_memory(model: Any, hp: dict[str, Any]) -> dict[str, int | str]:
     """Analytic memory of training state from the parameter tensors (activations excluded):
-    weights and buffers as stored, one gradient per trainable element, and AdamW's two moment
+    weights and buffers as stored (quantized ones with their quantization state), one gradient per trainable element, and AdamW's two moment
     tensors per trainable element, each in its parameter's dtype."""
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    from peftbench.params import nbytes  # quantized weights: packed bytes plus their scales
+
+    weights = sum(nbytes(p) for p in model.parameters())
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     return {

@@ -26,6 +26,9 @@ class Method:
     magnitude). Their types are the types of the defaults; ``--set`` values are parsed to them."""
     lr_range: tuple[float, float] = (1e-5, 1e-3)
     """Learning-rate range the paper recommends, for sweeps."""
+    trains_base_weights: bool = False
+    """Whether the method updates pretrained weight matrices in place (full fine-tuning,
+    freezing): impossible on a quantized base (precision int8/nf4)."""
     architectures: tuple[str, ...] | None = None
     """``model_type`` values supported (``None``: any)."""
 

@@ -113,7 +113,12 @@ def adapt(
 
 
 def count_static(
-    model: nn.Module, method: Method, info: ModelInfo, base: BaseSnapshot, inplace: bool = False
+    model: nn.Module,
+    method: Method,
+    info: ModelInfo,
+    base: BaseSnapshot,
+    inplace: bool = False,
+    mergeable: bool = True,
 ) -> dict[str, Any]:
     """Counts that need no trained values (any device, the meta device included).
 
@@ -135,7 +140,7 @@ def count_static(
         "changed": None,
         "update_rank": summarise_ranks(declared_ranks(model, base), measured=None),
     }
-    merged = method.merge(model if inplace else meta_copy(model))
+    merged = method.merge(model if inplace else meta_copy(model)) if mergeable else None
     counts["inference_added"] = (
         backbone_elements(merged, info) - base.total
         if merged is not None
@@ -151,6 +156,7 @@ def count_trained(
     base: BaseSnapshot,
     svd_max_cost: int = SVD_MAX_COST,
     inplace: bool = False,
+    mergeable: bool = True,
 ) -> dict[str, Any]:
     """Counts measured on the trained model: ``stored`` (saved and read back), ``changed``
     and ``update_rank``. ``base`` must come from ``adapt(..., keep_values=True)``. The method's
@@ -159,7 +165,7 @@ def count_trained(
     declared = declared_ranks(model, base)
     stored = measured_size({**method.artifact(model, info), **head_tensors(model, info)})
     unmerged = changed_elements(base)
-    merged = method.merge(model if inplace else copy.deepcopy(model))
+    merged = method.merge(model if inplace else copy.deepcopy(model)) if mergeable else None
     after = changed_elements(base, merged) if merged is not None else None
     served = merged_params(merged) if merged is not None else base.params
     ranks, measured = {}, 0

@@ -23,6 +23,7 @@ from peftbench.measure import (
     phase,
     synchronize,
 )
+from peftbench.quantize import BITS, quantize_linears, quantized_parameters
 from peftbench.record import SCHEMA_VERSION, write_record
 from peftbench.registry import METHODS, MODELS, TASKS
 from peftbench.spec import RunSpec
@@ -125,6 +126,7 @@ def execute(
 def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
     import torch
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
 
     from peftbench.device import select_device
@@ -155,11 +157,29 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
 
     from peftbench.params import adapt, count_static, count_trained
 
+    # Merging into a quantized base would requantize it and change the outputs: not done.
+    mergeable = precision not in BITS
+    if precision in BITS and method.trains_base_weights:
+        raise Unsupported(
+            f"{spec.method} trains base weights, which precision {precision} quantizes"
+        )
+    if precision in BITS:  # the quantized model is the base every count compares against
+        quantize_linears(loaded.model, info, BITS[precision])
     model, base = adapt(loaded.model, method, hp, info, keep_values=True)
-    record["params"] = count_static(model, method, info, base)
+    trained_quantized = [
+        n for n in quantized_parameters(model) if model.get_parameter(n).requires_grad
+    ]
+    if trained_quantized:
+        raise Unsupported(
+            f"{spec.method} trains base weights ({trained_quantized[0]}, ...), which precision "
+            f"{precision} stores quantized"
+        )
+    record["params"] = count_static(model, method, info, base, mergeable=mergeable)
 
+    # One run per call: forget the precision an earlier run in this process set.
+    AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator(
-        cpu=device == "cpu", mixed_precision="no" if precision == "fp32" else precision
+        cpu=device == "cpu", mixed_precision=precision if precision in ("bf16", "fp16") else "no"
     )
     train_loader, eval_loader = _loaders(data, source, hp, spec.seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -210,7 +230,9 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
     )
     record["memory"]["expected"] = expected_memory(model, hp)
     record["params"].update(
-        count_trained(accelerator.unwrap_model(model), method, info, base, inplace=True)
+        count_trained(
+            accelerator.unwrap_model(model), method, info, base, inplace=True, mergeable=mergeable
+        )
     )
     if device.startswith("cuda"):
         record["throughput"].update(

@@ -23,7 +23,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 }
 """Training budget and loop settings shared by all methods (``max_eval_examples`` 0: all)."""
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "nf4")
+"""fp32; bf16/fp16 mixed precision; int8/nf4: the base quantized with bitsandbytes."""
 POSITIVE = ("steps", "batch_size", "eval_batch_size", "max_length")
 
 

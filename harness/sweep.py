@@ -120,7 +120,7 @@ class Sweep:
 
     def resources(self, model: str, method: str) -> RunResources:
         """Host memory, wall time and GPUs for a run of ``model`` × ``method``."""
-        gpus = int(self.config.get("gpus_per_run", 0))
+        gpus = self.gpus(model, method)
         hp = resolve_hparams(method, self.overrides(method))
         try:
             size = footprint(model, method, tuple(sorted(hp.items())))
@@ -137,7 +137,8 @@ class Sweep:
         return self.resources(model, method).runtime_min
 
     def gpus(self, model: str, method: str) -> int:
-        return self.resources(model, method).gpus
+        """``gpus_per_run`` for every run: the runner trains on one device."""
+        return int(self.config.get("gpus_per_run", 0))
 
 
 @cache

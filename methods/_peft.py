@@ -1,5 +1,5 @@
 """Shared code of the methods that ``peft`` implements: the artifact is peft's adapter state
-(head excluded), and the base weights can be quantized with bitsandbytes (QLoRA, LoRA-int8)."""
+(head excluded); QLoRA and LoRA-int8 quantize the base first (``peftbench.quantize``)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from peftbench.method import Method, is_head
 from peftbench.model import ModelInfo
+from peftbench.quantize import quantize_linears
 
 REPARAMETRIZATIONS = ("transform", "mlp_head", "lstm_head")
 """peft's prompt-encoder modules that compute the prompt while training (prefix, P-tuning)."""
@@ -93,65 +93,6 @@ class PromptMethod(PeftMethod):
 
     def merge(self, model):
         return None
-
-
-def quantize_linears(model: nn.Module, info: ModelInfo, bits: int) -> int:
-    """Replace every ``Linear`` and GPT-2 ``Conv1D`` outside the head by its bitsandbytes
-    version: 4-bit NF4 with double quantization (QLoRA) or LLM.int8() 8-bit. Returns the count.
-
-    The weights are quantized where the model lives (CPU or GPU); compute runs in their dtype.
-    """
-    import bitsandbytes as bnb
-
-    replaced = 0
-    for parent_name, parent in list(model.named_modules()):
-        for name, child in list(parent.named_children()):
-            path = f"{parent_name}.{name}" if parent_name else name
-            if not isinstance(child, (nn.Linear, Conv1D)) or is_head(path, info):
-                continue
-            if isinstance(child, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)):
-                continue
-            weight = child.weight.T if isinstance(child, Conv1D) else child.weight
-            d_out, d_in = weight.shape
-            has_bias = child.bias is not None
-            if bits == 4:
-                layer = bnb.nn.Linear4bit(
-                    d_in,
-                    d_out,
-                    bias=has_bias,
-                    compute_dtype=weight.dtype,
-                    compress_statistics=True,
-                    quant_type="nf4",
-                    device="meta",
-                )
-                layer.weight = bnb.nn.Params4bit(
-                    weight.detach().contiguous(),
-                    requires_grad=False,
-                    compress_statistics=True,
-                    quant_type="nf4",
-                )
-                # bitsandbytes would repack the weights, for good, into a CPU inference layout
-                # at the first no-grad evaluation; training after that fails.
-                layer.support_avx512bf16_for_cpu = False
-            else:
-                layer = bnb.nn.Linear8bitLt(
-                    d_in,
-                    d_out,
-                    bias=has_bias,
-                    has_fp16_weights=False,
-                    threshold=6.0,
-                    device="meta",
-                )
-                layer.weight = bnb.nn.Int8Params(
-                    weight.detach().contiguous(), requires_grad=False, has_fp16_weights=False
-                )
-            if has_bias:
-                layer.bias = nn.Parameter(child.bias.detach().clone(), requires_grad=False)
-            setattr(parent, name, layer.to(weight.device))  # moving quantizes
-            replaced += 1
-    # What transformers sets when it loads a quantized model; peft then uses its bnb layers.
-    setattr(model, f"is_loaded_in_{bits}bit", True)
-    return replaced
 
 
 class QuantizedLoRA(PeftMethod):

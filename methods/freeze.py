@@ -23,6 +23,7 @@ class Freeze(Method):
     paper = "Lee et al., 2019, What Would Elsa Do? Freezing Layers ..., arXiv:1911.03090"
     defaults = {"lr": 1e-4, "k": 1}
     lr_range = (1e-5, 1e-4)
+    trains_base_weights = True
 
     def apply(self, model, hp, info):
         k = hp["k"]

@@ -12,6 +12,7 @@ class FullFineTuning(Method):
     paper = "Devlin et al., 2019, BERT, arXiv:1810.04805 (fine-tuning all parameters)"
     defaults = {"lr": 1e-4}
     lr_range = (1e-5, 1e-4)
+    trains_base_weights = True
 
     def apply(self, model, hp, info):
         for parameter in model.parameters():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -18,8 +19,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
+from peftbench.cli import build_parser
 from peftbench.record import read_record
+from peftbench.spec import parse_assignments
 from tests.conftest import REPO, run_cli, run_snakemake
 from tests.test_faults import FAULTY_METHODS, PLUGIN_PACKAGE, on_pythonpath, write_plugin
 
@@ -31,8 +35,6 @@ VARYING = ("timing", "throughput", "memory")
 
 
 def config_file(folder: Path) -> Path:
-    import yaml
-
     config = {
         "models": ["minilm-l2"],
         "methods": METHODS,
@@ -108,6 +110,25 @@ def test_runs_share_one_tokenization(finished):
     }
     assert len(fingerprints) == 1
     assert run_cli("verify", str(folder / "results")).returncode == 0
+
+
+@pytest.mark.slow
+def test_records_carry_the_command_that_made_them(finished):
+    folder, _, _ = finished
+    for method in METHODS:
+        record = read_record(folder / RUN.format(method=method))
+        program, *args = shlex.split(record["provenance"]["command"])
+        parsed, spec = build_parser().parse_args(args), record["spec"]
+        assert (program, parsed.command_name) == ("peftbench", "run")
+        assert [parsed.model, parsed.method, parsed.task, parsed.seed] == [
+            spec["model"],
+            spec["method"],
+            spec["task"],
+            spec["seed"],
+        ]
+        overrides = parse_assignments(parsed.set)
+        assert overrides == {k: str(v) for k, v in {**BUDGET, "max_eval_examples": 16}.items()}
+        assert all(str(spec["hparams"][key]) == value for key, value in overrides.items())
 
 
 @pytest.mark.slow
