@@ -24,6 +24,7 @@ REPORTING_ONLY = {
     "report.py",
     "plots.py",
     "param_table.py",
+    "methods_doc.py",
     "verify.py",
     "cli.py",
     "templates",
