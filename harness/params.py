@@ -16,7 +16,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import tempfile
+import weakref
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -55,12 +58,13 @@ class BaseSnapshot:
 
     ``params`` holds the parameters themselves (so identity comparisons stay valid),
     ``backbone`` the names outside the task head, ``values`` copies of the backbone's values
-    (for :func:`count_trained`; ``None`` when not kept).
+    (for :func:`count_trained`; ``None`` when not kept), kept on disk, not in memory, so that
+    measuring does not inflate the run's memory figures.
     """
 
     params: dict[str, nn.Parameter]
     backbone: tuple[str, ...]
-    values: dict[str, torch.Tensor] | None
+    values: Mapping[str, torch.Tensor] | None
 
     @property
     def total(self) -> int:
@@ -91,12 +95,37 @@ def snapshot_base(model: nn.Module, info: ModelInfo, keep_values: bool = False) 
     values to the CPU (needed by :func:`count_trained`)."""
     params = dict(model.named_parameters())
     backbone = tuple(name for name in params if not is_head(name, info))
-    values = (
-        {name: params[name].detach().to("cpu", copy=True) for name in backbone}
-        if keep_values
-        else None
-    )
+    values = DiskTensors({name: params[name] for name in backbone}) if keep_values else None
     return BaseSnapshot(params, backbone, values)
+
+
+class DiskTensors(Mapping[str, torch.Tensor]):
+    """A snapshot of tensors in a temporary safetensors file, read back one at a time (the file
+    is removed when the object is collected)."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save_file
+
+        handle, path = tempfile.mkstemp(prefix="peftbench-base-", suffix=".safetensors")
+        os.close(handle)
+        self.path = path
+        weakref.finalize(self, os.remove, path)
+        save_file({k: t.detach().to("cpu").contiguous() for k, t in tensors.items()}, path)
+        self.names = tuple(tensors)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        if name not in self.names:
+            raise KeyError(name)
+        with safe_open(self.path, framework="pt") as snapshot:
+            return snapshot.get_tensor(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
 
 
 def adapt(
@@ -281,7 +310,7 @@ def changed_elements(base: BaseSnapshot, model: nn.Module | None = None) -> dict
     }
 
 
-def base_values(base: BaseSnapshot) -> dict[str, torch.Tensor]:
+def base_values(base: BaseSnapshot) -> Mapping[str, torch.Tensor]:
     if base.values is None:
         raise ValueError("measuring needs the base's values: snapshot with keep_values=True")
     return base.values
