@@ -37,13 +37,19 @@ def minimal_loop(model_name: str, steps: int, batch_size: int, max_length: int, 
     data, _ = tokenize_task("docstring-match", model_name, max_length)
     set_seed(seed)
     model = source.load(num_labels=2).model
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"],
-                        modules_to_save=["classifier"])
+    config = LoraConfig(
+        r=8, lora_alpha=16, target_modules=["query", "value"], modules_to_save=["classifier"]
+    )
     model = get_peft_model(model, config)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4)
-    loader = DataLoader(data["train"], batch_size=batch_size, shuffle=True, drop_last=True,
-                        collate_fn=DataCollatorWithPadding(source.tokenizer()),
-                        generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(
+        data["train"],
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=DataCollatorWithPadding(source.tokenizer()),
+        generator=torch.Generator().manual_seed(seed),
+    )
     measured: dict = {"timing": {}, "memory": {}}
     times, samples = [], []
     batches = iter(loader)
@@ -66,11 +72,34 @@ def minimal_loop(model_name: str, steps: int, batch_size: int, max_length: int, 
 
 def harness_run(model: str, steps: int, batch_size: int, max_length: int, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "-m", "peftbench", "run", "--model", model, "--method", "lora",
-                   "--task", "docstring-match", "--seed", str(seed), "--threads", "1",
-                   "--set", f"steps={steps}", "--set", f"batch_size={batch_size}",
-                   "--set", f"max_length={max_length}", "--set", "max_eval_examples=16",
-                   "--set", "warmup_ratio=0", "--out", out]
+        command = [
+            sys.executable,
+            "-m",
+            "peftbench",
+            "run",
+            "--model",
+            model,
+            "--method",
+            "lora",
+            "--task",
+            "docstring-match",
+            "--seed",
+            str(seed),
+            "--threads",
+            "1",
+            "--set",
+            f"steps={steps}",
+            "--set",
+            f"batch_size={batch_size}",
+            "--set",
+            f"max_length={max_length}",
+            "--set",
+            "max_eval_examples=16",
+            "--set",
+            "warmup_ratio=0",
+            "--out",
+            out,
+        ]
         subprocess.run(command, check=True, capture_output=True)
         record = json.loads((Path(out) / "result.json").read_text())
     return {
@@ -80,9 +109,11 @@ def harness_run(model: str, steps: int, batch_size: int, max_length: int, seed: 
 
 
 def minimal_run(model: str, steps: int, batch_size: int, max_length: int, seed: int) -> dict:
-    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"from overhead import minimal_loop; "
-            f"print(json.dumps(minimal_loop({model!r}, {steps}, {batch_size}, {max_length}, {seed})))")
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        f"from overhead import minimal_loop; "
+        f"print(json.dumps(minimal_loop({model!r}, {steps}, {batch_size}, {max_length}, {seed})))"
+    )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -107,10 +138,14 @@ def main() -> None:
     for key in ("train_samples_per_s", "train_peak_rss_bytes"):
         print(f"harness {key}: {median(harness, key):.4g}")
         print(f"minimal {key}: {median(minimal, key):.4g}")
-    print(f"throughput ratio (harness/minimal, target >= 0.97): "
-          f"{median(harness, 'train_samples_per_s') / median(minimal, 'train_samples_per_s'):.3f}")
-    print(f"memory ratio (harness/minimal train-phase peak RSS, target <= 1.05): "
-          f"{median(harness, 'train_peak_rss_bytes') / median(minimal, 'train_peak_rss_bytes'):.3f}")
+    print(
+        f"throughput ratio (harness/minimal, target >= 0.97): "
+        f"{median(harness, 'train_samples_per_s') / median(minimal, 'train_samples_per_s'):.3f}"
+    )
+    print(
+        f"memory ratio (harness/minimal train-phase peak RSS, target <= 1.05): "
+        f"{median(harness, 'train_peak_rss_bytes') / median(minimal, 'train_peak_rss_bytes'):.3f}"
+    )
 
 
 if __name__ == "__main__":

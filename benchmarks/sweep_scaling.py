@@ -28,14 +28,31 @@ TASKS = ["docstring-module", "docstring-match"]
 def sweep_config(runs: int) -> dict:
     per_seed = len(MODELS) * len(METHODS) * len(TASKS)
     seeds = list(range(-(-runs // per_seed)))
-    return {"models": MODELS, "methods": METHODS, "tasks": TASKS, "seeds": seeds,
-            "budget": {"steps": 100, "batch_size": 16, "max_length": 64}}
+    return {
+        "models": MODELS,
+        "methods": METHODS,
+        "tasks": TASKS,
+        "seeds": seeds,
+        "budget": {"steps": 100, "batch_size": 16, "max_length": 64},
+    }
 
 
 def snakemake(workdir: Path, *args: str) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
-                    "--directory", str(workdir), *args], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            *args,
+        ],
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - start
 
 

@@ -8,6 +8,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+from peftbench.record import RecordError
 from peftbench.registry import METHODS, MODELS, TASKS, UnknownNameError
 from peftbench.spec import SpecError, parse_assignments, resolve_spec
 
@@ -169,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UnknownNameError, SpecError) as error:
+    except (UnknownNameError, SpecError, RecordError) as error:
         print(f"peftbench: error: {error}", file=sys.stderr)
         return 2
 

@@ -73,8 +73,9 @@ def percentile(values: list[float], q: float) -> float:
 
 def expected_memory(model: Any, hp: dict[str, Any]) -> dict[str, int | str]:
     """Analytic memory of training state from the parameter tensors (activations excluded):
-    weights and buffers as stored (quantized ones with their quantization state), one gradient per trainable element, and AdamW's two moment
-    tensors per trainable element, each in its parameter's dtype."""
+    weights and buffers as stored (quantized ones with their quantization state), one gradient
+    per trainable element, and AdamW's two moment tensors per trainable element, each in its
+    parameter's dtype."""
     from peftbench.params import nbytes  # quantized weights: packed bytes plus their scales
 
     weights = sum(nbytes(p) for p in model.parameters())
@@ -107,6 +108,14 @@ def peak_flops(device_name: str, precision: str) -> float | None:
         if key in device_name:
             return peaks[compute]
     return None
+
+
+def matmul_params(model: Any) -> int:
+    """Parameters that take part in matrix products (embedding tables are lookups)."""
+    import torch
+
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
 
 
 def training_flops_per_token(matmul_params: int, trainable_params: int) -> int:

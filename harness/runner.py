@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from peftbench import __version__
+from peftbench.device import DevicesBusyError
 from peftbench.measure import (
     expected_memory,
+    matmul_params,
     model_flops_utilisation,
     percentile,
     phase,
@@ -114,6 +116,8 @@ def execute(
     record["provenance"]["code_hash"] = code_hash(spec.model, spec.method, spec.task)
     try:
         _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir)
+    except DevicesBusyError:  # no free GPU is not a result of the run: the job fails, reruns
+        raise
     except Exception as error:  # every failure is data; signals are not caught
         code, message = classify_failure(error)
         record["status"] = {"code": code, "message": message}
@@ -145,6 +149,10 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
 
     data, data_fingerprint = _load_data(spec, tokenized_dir)
     record["provenance"]["data_fingerprint"] = data_fingerprint
+    if len(data["train"]) < hp["batch_size"]:
+        raise Unsupported(
+            f"batch_size={hp['batch_size']} exceeds the {len(data['train'])} training examples"
+        )
 
     set_seed(spec.seed)
     with phase("load", device, record):
@@ -254,14 +262,6 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
         "values": compute_metrics(task.metrics, predictions, references),
         "chance": chance_metrics(task.metrics, list(data["train"]["labels"]), references),
     }
-
-
-def matmul_params(model) -> int:
-    """Parameters that take part in matrix products (embedding tables are lookups)."""
-    import torch
-
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
-    return sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
 
 
 def describe_device(device: str, threads: int | None) -> dict[str, Any]:

@@ -32,8 +32,10 @@ CUDA_HOST_BYTES = 3072 * MiB
 MEMORY_SAFETY = 1.25
 CPU_FLOPS_PER_THREAD = 10e9
 """Sustained fp32 FLOP/s of one CPU core on small-batch transformer training."""
-GPU_FLOPS = {"fp32": 10e12, "bf16": 50e12, "fp16": 50e12}
-"""Sustained FLOP/s of one data-centre GPU (about half an A100's dense peak)."""
+GPU_FLOPS = {"fp32": 10e12, "half": 50e12}
+"""Sustained FLOP/s of one data-centre GPU (about half an A100's dense peak), in fp32 and in
+bf16/fp16 mixed precision (quantized bases compute in fp32)."""
+HALF = ("bf16", "fp16")
 LOAD_BYTES_PER_S = 200e6
 """Checkpoint reads from a shared file system."""
 STARTUP_S = 120.0
@@ -148,7 +150,7 @@ def footprint(model: str, method: str, hparams: tuple[tuple[str, Any], ...]) -> 
     model leaves it fully trainable: the run stops after loading, any estimate fits it."""
     import torch
 
-    from peftbench.measure import expected_memory
+    from peftbench.measure import expected_memory, matmul_params
     from peftbench.method import unfreeze_head
 
     hp = dict(hparams)
@@ -159,12 +161,11 @@ def footprint(model: str, method: str, hparams: tuple[tuple[str, Any], ...]) -> 
             built = plugin.apply(built, hp, info)
         unfreeze_head(built, info)
     state = expected_memory(built, hp)
-    embeddings = {id(m.weight) for m in built.modules() if isinstance(m, torch.nn.Embedding)}
     parameters = list(built.parameters())
     return Footprint(
         weights_bytes=state["weights_bytes"],
         training_state_bytes=state["total_bytes"],
-        matmul_params=sum(p.numel() for p in parameters if id(p) not in embeddings),
+        matmul_params=matmul_params(built),
         trainable_params=sum(p.numel() for p in parameters if p.requires_grad),
         num_layers=info.num_layers,
         hidden_size=info.hidden_size,
@@ -177,7 +178,7 @@ def activation_bytes(size: Footprint, hp: dict[str, Any]) -> int:
     ``s·b·h·(34 + 5·a·s/h)`` bytes per layer in 16-bit, twice that in fp32)."""
     s, b, h, a = hp["max_length"], hp["batch_size"], size.hidden_size, size.num_heads
     per_layer = s * b * (34 * h + 5 * a * s)
-    return size.num_layers * per_layer * (2 if hp["precision"] == "fp32" else 1)
+    return size.num_layers * per_layer * (1 if hp["precision"] in HALF else 2)
 
 
 def estimate_resources(
@@ -190,7 +191,7 @@ def estimate_resources(
 
     if gpus:
         host = RUNTIME_BYTES + CUDA_HOST_BYTES + 2 * size.weights_bytes
-        rate = GPU_FLOPS[hp["precision"]]
+        rate = GPU_FLOPS["half" if hp["precision"] in HALF else "fp32"]
     else:
         host = RUNTIME_BYTES + size.training_state_bytes + activation_bytes(size, hp)
         rate = CPU_FLOPS_PER_THREAD * threads
@@ -242,6 +243,11 @@ def plan_sweep(config: dict[str, Any]) -> Sweep:
     problems += [
         f"data_dirs: unknown task {t!r}; valid tasks: {', '.join(TASKS.names())}"
         for t in sorted(unknown_dirs)
+    ]
+    problems += [
+        f"count_models: unknown model {m!r}; valid models: {', '.join(MODELS.names())}"
+        for m in config.get("count_models") or []
+        if m not in MODELS
     ]
     if problems:
         raise SweepError("invalid sweep configuration:\n  " + "\n  ".join(problems))

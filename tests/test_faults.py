@@ -36,7 +36,7 @@ from peftbench.method import Method
 
 class Failing(Method):
     defaults = {"lr": 1e-4}
-    error = RuntimeError
+    error: Exception
 
     def apply(self, model, hp, info):
         raise self.error

@@ -80,3 +80,10 @@ def test_bad_config_is_refused_before_any_job(tmp_path, change, fragment):
     assert result.returncode != 0
     assert fragment in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_unknown_count_model_is_refused(tmp_path):
+    config = write_config(tmp_path, count_models=["bert-base", "bert-huge"])
+    result = run_snakemake(tmp_path, "-n", "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    assert "unknown model 'bert-huge'" in result.stdout + result.stderr
