@@ -1,5 +1,5 @@
 """Shared code of the methods that ``peft`` implements: the artifact is peft's adapter state
-(head excluded); QLoRA and LoRA-int8 quantize the base first (``peftbench.quantize``)."""
+(head excluded)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from torch import nn
 
 from peftbench.method import Method, is_head
 from peftbench.model import ModelInfo
-from peftbench.quantize import quantize_linears
 
 REPARAMETRIZATIONS = ("transform", "mlp_head", "lstm_head")
 """peft's prompt-encoder modules that compute the prompt while training (prefix, P-tuning)."""
@@ -90,31 +89,6 @@ class PromptMethod(PeftMethod):
                 delattr(encoder, name)
         # peft's inference mode uses the embedding as the prompt, without the reparametrisation.
         model.peft_config[adapter].inference_mode = True
-
-    def merge(self, model):
-        return None
-
-
-class QuantizedLoRA(PeftMethod):
-    """LoRA on a base whose linear layers are quantized to ``bits`` bits. Not merged: merging
-    would requantize the base and change the outputs."""
-
-    bits: int = 4
-
-    def apply(self, model, hp, info):
-        quantize_linears(model, info, self.bits)
-        return super().apply(model, hp, info)
-
-    def peft_config(self, hp, info):
-        from peft import LoraConfig
-
-        return LoraConfig(
-            r=hp["r"],
-            lora_alpha=hp["alpha"],
-            lora_dropout=hp["dropout"],
-            target_modules=target_modules(hp["target_modules"]),
-            exclude_modules=list(info.head_prefixes),
-        )
 
     def merge(self, model):
         return None

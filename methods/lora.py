@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from peftbench import register_method
 from peftbench.methods._peft import PeftMethod, target_modules
+from peftbench.quantize import quantize_linears
 
 
 @register_method("lora")
@@ -28,5 +29,20 @@ class LoRA(PeftMethod):
             lora_alpha=hp["alpha"],
             lora_dropout=hp["dropout"],
             target_modules=target_modules(hp["target_modules"]),
+            exclude_modules=list(info.head_prefixes),  # the head is the harness's
             bias="none",
         )
+
+
+class QuantizedLoRA(LoRA):
+    """LoRA on a base whose linear layers are quantized to ``bits`` bits (QLoRA, LoRA-int8).
+    Not merged: merging would requantize the base and change the outputs."""
+
+    bits: int = 4
+
+    def apply(self, model, hp, info):
+        quantize_linears(model, info, self.bits)
+        return super().apply(model, hp, info)
+
+    def merge(self, model):
+        return None

@@ -14,7 +14,7 @@ peft has LoRA defaults for, or any with named linear targets.
 from __future__ import annotations
 
 from peftbench import register_method
-from peftbench.methods._peft import QuantizedLoRA
+from peftbench.methods.lora import QuantizedLoRA
 
 
 @register_method("lora_int8")

@@ -14,7 +14,7 @@ linear (or GPT-2 Conv1D) layers.
 from __future__ import annotations
 
 from peftbench import register_method
-from peftbench.methods._peft import QuantizedLoRA
+from peftbench.methods.lora import QuantizedLoRA
 
 
 @register_method("qlora")
