@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_GLUE = REPO.parent / "shared" / "data" / "glue"
@@ -52,3 +53,24 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.C
             f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
     return result
+
+
+TINY_BUDGET = {"steps": 3, "batch_size": 8, "max_length": 32}
+
+
+def write_config(folder: Path, **changes) -> Path:
+    """A tiny sweep's config file in ``folder``: minilm-l2 × full, lora × docstring-match ×
+    seed 0 at a few steps, with ``changes`` applied on top."""
+    config = {
+        "models": ["minilm-l2"],
+        "methods": ["full", "lora"],
+        "tasks": ["docstring-match"],
+        "seeds": [0],
+        "budget": TINY_BUDGET,
+        "hparams": {"max_eval_examples": 32},
+        "count_models": [],
+        **changes,
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from peftbench.record import read_record
 from tests.conftest import REPO, run_cli, run_snakemake
+from tests.conftest import write_config as write_tiny_config
 
 PLUGIN_PACKAGE = "pbtest_plugins"
 TINY_BUDGET = {"steps": 3, "batch_size": 4, "max_length": 16}
@@ -134,19 +134,9 @@ def on_pythonpath(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
 
 
 def write_config(folder: Path, **changes) -> Path:
-    config = {
-        "models": ["minilm-l2"],
-        "methods": ["full", "lora"],
-        "tasks": ["docstring-match"],
-        "seeds": [0],
-        "budget": TINY_BUDGET,
-        "hparams": {"max_eval_examples": 16},
-        "count_models": [],
-        **changes,
-    }
-    path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_tiny_config(
+        folder, **{"budget": TINY_BUDGET, "hparams": {"max_eval_examples": 16}, **changes}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +187,10 @@ def test_failures_become_records_and_the_sweep_goes_on(plugin_env, tmp_path):
         ({"budget": {**TINY_BUDGET, "batch_size": "8"}}, ["'8' is not of type 'integer'"]),
         ({"models": ["minilm-l3"]}, ["unknown model 'minilm-l3'", "minilm-l2"]),
         ({"seeds": [-1]}, ["-1 is less than the minimum of 0"]),
+        ({"methods": ["lora", "lroa"]}, ["unknown method 'lroa'", "bitfit"]),
+        ({"hparams": {"rank": 4}}, ["unknown hyperparameter 'rank'", "valid:"]),
+        ({"budget": {**TINY_BUDGET, "steps": 0}}, ["0 is less than the minimum of 1"]),
+        ({"count_models": ["bert-huge"]}, ["unknown model 'bert-huge'", "llama-3-70b"]),
         (
             {"tasks": ["tiny-match"], "budget": {**TINY_BUDGET, "batch_size": 64}},
             ["batch_size=64", "40 training examples", "valid: 1 to 40"],

@@ -4,27 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-import yaml
 
 from peftbench.record import read_record
-from tests.conftest import run_snakemake
-
-TINY_BUDGET = {"steps": 3, "batch_size": 8, "max_length": 32}
-
-
-def write_config(folder, **changes):
-    config = {
-        "models": ["minilm-l2"],
-        "methods": ["full", "lora"],
-        "tasks": ["docstring-match"],
-        "seeds": [0],
-        "budget": TINY_BUDGET,
-        "hparams": {"max_eval_examples": 32},
-        **changes,
-    }
-    path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+from tests.conftest import run_snakemake, write_config
 
 
 @pytest.mark.slow
@@ -63,27 +45,3 @@ def test_dry_run_shows_the_crossed_dag(tmp_path):
         if line.split()[:1] in (["run"], ["tokenize"])
     )
     assert counts == {"run": "8", "tokenize": "1"}
-
-
-@pytest.mark.parametrize(
-    "change, fragment",
-    [
-        ({"methods": ["lora", "lroa"]}, "unknown method 'lroa'"),
-        ({"tasks": ["glue/sst3"]}, "unknown task 'glue/sst3'"),
-        ({"hparams": {"max_eval_examples": 32, "rank": 4}}, "unknown hyperparameter 'rank'"),
-        ({"budget": {**TINY_BUDGET, "steps": 0}}, "steps"),
-    ],
-)
-def test_bad_config_is_refused_before_any_job(tmp_path, change, fragment):
-    config = write_config(tmp_path, **change)
-    result = run_snakemake(tmp_path, "-n", "--configfile", str(config), check=False)
-    assert result.returncode != 0
-    assert fragment in result.stdout + result.stderr
-    assert not (tmp_path / "results").exists()
-
-
-def test_unknown_count_model_is_refused(tmp_path):
-    config = write_config(tmp_path, count_models=["bert-base", "bert-huge"])
-    result = run_snakemake(tmp_path, "-n", "--configfile", str(config), check=False)
-    assert result.returncode != 0
-    assert "unknown model 'bert-huge'" in result.stdout + result.stderr
