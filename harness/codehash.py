@@ -96,24 +96,18 @@ def code_hash(model: str, method: str, task: str) -> str:
     return f"{harness_hash()}-{hash_files(sorted(files))}"
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=HARNESS_DIR, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 @cache
 def git_commit() -> str | None:
     """The commit of the harness's source checkout (``+dirty`` with local edits), if any."""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=HARNESS_DIR,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"],
-            cwd=HARNESS_DIR,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        commit = _git("rev-parse", "HEAD")
+        dirty = _git("status", "--porcelain")
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("+dirty" if dirty else "")
