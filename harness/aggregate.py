@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from peftbench.grid import DEFAULT_SETTING
 from peftbench.record import RecordError, read_record
 
 DROPPED = ("training.losses",)
@@ -116,11 +117,16 @@ def runs(table: pd.DataFrame) -> pd.DataFrame:
             "task": table["spec.task"].astype(str),
             "method": table["spec.method"].astype(str),
             "model": table["spec.model"].astype(str),
+            "setting": column(table, "spec.setting")
+            .astype(object)
+            .fillna(DEFAULT_SETTING)
+            .astype(str),
             "seed": table["spec.seed"],
             "status": table["status.code"],
             "message": column(table, "status.message").astype(object).fillna("").astype(str),
             "metric": metric.where(ok),
             "score": score.where(ok),
+            "dev_score": primary_value(table, "metrics.dev.values").where(ok),
             "chance": chance.where(ok),
             "normalised": normalise(score, chance, best).where(ok),
             "base_total": base,
@@ -163,10 +169,50 @@ COSTS = {
 """How a row's costs combine over its runs (seeds, and tasks in the overall table)."""
 
 
+CELL = ["task", *ROW]
+"""One leaderboard cell: a method on a model on a task (the unit hyperparameters are chosen for)."""
+
+
+def grid_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per task × method × model × setting: dev and validation scores (mean, and std over
+    seeds), seeds finished, and ``selected``: the setting :func:`select_settings` keeps.
+
+    The selection rule: settings whose every seed finished rank above the others; among them the
+    highest mean dev score wins, ties going to the setting first in grid order (the order of the
+    records). The validation score plays no part in it."""
+    grouped = runs.groupby([*CELL, "setting"], sort=False)
+    grid = grouped.agg(
+        dev_mean=("dev_score", "mean"),
+        score_mean=("score", "mean"),
+        score_std=("score", "std"),
+        seeds_ok=("score", "count"),
+        seeds=("seed", "nunique"),
+        note=("status", failure_note),
+    ).reset_index()
+    grid["order"] = range(len(grid))
+    complete = grid["seeds_ok"] == grid["seeds"]
+    ranked = grid.assign(complete=complete, dev=grid["dev_mean"].fillna(-np.inf)).sort_values(
+        ["complete", "dev", "order"], ascending=[False, False, True]
+    )
+    chosen = ranked.drop_duplicates(CELL)["order"]
+    grid["selected"] = grid["order"].isin(chosen)
+    grid["settings"] = grid.groupby(CELL)["setting"].transform("size")
+    return grid.drop(columns="order").sort_values([*CELL, "setting"]).reset_index(drop=True)
+
+
+def select_settings(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of each task × method × model's selected setting (see :func:`grid_summary`)."""
+    chosen = grid_summary(runs)
+    keys = chosen.loc[chosen["selected"], [*CELL, "setting"]]
+    return runs.merge(keys, on=[*CELL, "setting"], how="inner")
+
+
 def task_summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per task × method × model: mean and std over seeds of the score, costs, failures."""
-    grouped = runs.groupby(["task", *ROW], sort=True)
+    """Per task × method × model: mean and std over seeds of the score, costs, failures (one
+    setting per cell: pass the runs :func:`select_settings` keeps)."""
+    grouped = runs.groupby(CELL, sort=True)
     summary = grouped.agg(
+        setting=("setting", _first),
         metric=("metric", _first),
         chance=("chance", "mean"),
         score_mean=("score", "mean"),

@@ -8,6 +8,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+from peftbench.grid import DEFAULT_SETTING
 from peftbench.record import RecordError
 from peftbench.registry import METHODS, MODELS, TASKS, UnknownNameError
 from peftbench.spec import SpecError, parse_assignments, resolve_spec
@@ -27,7 +28,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from peftbench.runner import execute
 
     spec = resolve_spec(
-        args.model, args.method, args.task, args.seed, parse_assignments(args.set), args.data_dir
+        args.model,
+        args.method,
+        args.task,
+        args.seed,
+        parse_assignments(args.set),
+        args.data_dir,
+        args.setting,
     )
     command = "peftbench " + shlex.join(sys.argv[1:]) if args.command is None else args.command
     record = execute(spec, args.out, args.tokenized, args.threads, command)
@@ -114,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="hyperparameter override"
     )
     run.add_argument("--data-dir", default=None, help="local data folder for tasks that take one")
+    run.add_argument(
+        "--setting",
+        default=DEFAULT_SETTING,
+        help="label of the grid point these --set values make (recorded; names the run)",
+    )
     run.add_argument("--tokenized", default=None, help="folder written by 'peftbench tokenize'")
     run.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     run.add_argument("--out", required=True, help="folder for result.json")

@@ -4,36 +4,115 @@ by every run that needs it (``datasets``' own ``.map`` cache cannot key on token
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peftbench.registry import MODELS, TASKS
 from peftbench.task import content_fingerprint
 
+if TYPE_CHECKING:
+    from datasets import DatasetDict
+
 META_FILE = "peftbench_tokenized.json"
+DEV_FRACTION = 0.15
+"""Share of each task's training split held out as the ``dev`` split, on which the aggregate
+step selects hyperparameters; the ``validation`` split is only ever reported."""
+DEV_SEED = 0
+"""The dev split is the same for every run, seed and setting."""
+
+
+def train_examples(size: int) -> int:
+    """Training examples left of ``size`` once the dev split is carved out."""
+    return size - math.ceil(DEV_FRACTION * size)
+
+
+def carve_dev(data: DatasetDict) -> DatasetDict:
+    """``train`` split into ``train`` and ``dev`` (a fixed random :data:`DEV_FRACTION`, the
+    same on every machine), ``validation`` untouched."""
+    from datasets import DatasetDict
+
+    parts = data["train"].train_test_split(test_size=DEV_FRACTION, seed=DEV_SEED)
+    return DatasetDict(train=parts["train"], dev=parts["test"], validation=data["validation"])
 
 
 def tokenize_task(task_name: str, model_name: str, max_length: int, data_dir: str | None = None):
-    """The task's splits tokenized for the model (``input_ids``, ``attention_mask``,
-    ``token_type_ids`` where the tokenizer makes them, ``labels``) and the raw data's
-    fingerprint."""
+    """The task's ``train``, ``dev`` (carved from train) and ``validation`` splits tokenized for
+    the model, and what a run needs to know of them (:func:`tokenized_meta`).
+
+    ``classification`` tasks: ``input_ids``, ``attention_mask``, ``token_type_ids`` where the
+    tokenizer makes them, and the class as ``labels``. ``causal-lm`` tasks: the prompt followed
+    by the right answer as ``input_ids``, the answer's tokens as ``labels`` (-100 on the
+    prompt), the class as ``class_label`` and the prompt's length as ``prompt_length``."""
     task = TASKS.get(task_name)
     tokenizer = MODELS.get(model_name).tokenizer()
-    raw = task.load(data_dir)
-    fingerprint = content_fingerprint(raw)
-
-    def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
-        texts = [batch[field] for field in task.text_fields]
-        encoded = tokenizer(*texts, truncation=True, max_length=max_length)
-        encoded["labels"] = batch["label"]
-        return encoded
-
+    loaded = task.load(data_dir)
+    fingerprint = content_fingerprint(loaded)
+    raw = carve_dev(loaded)
     columns = raw["train"].column_names
+    if task.head == "causal-lm":
+        answers = answer_ids(tokenizer, task.answers)
+        encode = partial(encode_prompted, task, tokenizer, answers, max_length)
+    else:
+        answers = []
+        encode = partial(encode_classification, task, tokenizer, max_length)
     tokenized = raw.map(encode, batched=True, remove_columns=columns, load_from_cache_file=False)
-    return tokenized, fingerprint
+    meta = {
+        "task": task_name,
+        "tokenizer": MODELS.get(model_name).tokenizer_key,
+        "max_length": max_length,
+        "data_fingerprint": fingerprint,
+        "data_dir": data_dir,
+        "head": task.head,
+        "answer_ids": answers,
+        "dev_fraction": DEV_FRACTION,
+        "split_sizes": {split: len(rows) for split, rows in tokenized.items()},
+    }
+    return tokenized, meta
+
+
+def encode_classification(task, tokenizer, max_length: int, batch: dict[str, list[Any]]):
+    texts = [batch[field] for field in task.text_fields]
+    encoded = tokenizer(*texts, truncation=True, max_length=max_length)
+    encoded["labels"] = batch["label"]
+    return encoded
+
+
+def answer_ids(tokenizer, answers: tuple[str, ...]) -> list[list[int]]:
+    """Each answer's tokens; an answer the tokenizer maps to no token is an error."""
+    ids = [tokenizer(a, add_special_tokens=False)["input_ids"] for a in answers]
+    empty = [a for a, i in zip(answers, ids, strict=True) if not i]
+    if empty:
+        raise ValueError(f"answers {empty!r} tokenize to nothing")
+    return ids
+
+
+def encode_prompted(task, tokenizer, answers, max_length: int, batch: dict[str, list[Any]]):
+    """Prompt + right answer, the prompt cut from the left to leave room for the longest
+    answer (its end, where the question is asked, stays), after the tokenizer's start token."""
+    first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+    start = [] if first is None else [first]
+    room = max_length - max(map(len, answers)) - len(start)
+    if room < 1:
+        raise ValueError(f"max_length={max_length} leaves no room for a prompt before the answers")
+    rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
+    encoded: dict[str, list[Any]] = {
+        "input_ids": [], "attention_mask": [], "labels": [], "class_label": [], "prompt_length": []
+    }  # fmt: skip
+    for row in rows:
+        body = tokenizer(task.prompt(row), add_special_tokens=False)["input_ids"]
+        prompt = start + body[-room:]
+        answer = answers[row["label"]]
+        encoded["input_ids"].append(prompt + answer)
+        encoded["attention_mask"].append([1] * (len(prompt) + len(answer)))
+        encoded["labels"].append([-100] * len(prompt) + answer)
+        encoded["class_label"].append(row["label"])
+        encoded["prompt_length"].append(len(prompt))
+    return encoded
 
 
 def save_tokenized(
@@ -45,18 +124,11 @@ def save_tokenized(
 ) -> None:
     """Tokenize and save atomically: into a temporary folder, renamed into place when complete."""
     out = Path(out_dir)
-    tokenized, fingerprint = tokenize_task(task_name, model_name, max_length, data_dir)
+    tokenized, meta = tokenize_task(task_name, model_name, max_length, data_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         tokenized.save_to_disk(str(tmp / "data"))
-        meta = {
-            "task": task_name,
-            "tokenizer": MODELS.get(model_name).tokenizer_key,
-            "max_length": max_length,
-            "data_fingerprint": fingerprint,
-            "data_dir": data_dir,
-        }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
         if out.exists():
             shutil.rmtree(out)

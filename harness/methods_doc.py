@@ -16,18 +16,21 @@ from peftbench.params import NotApplicableError, count_model_method
 from peftbench.registry import METHODS
 
 ARCHITECTURES = {
-    "BERT": "bert-base",
-    "RoBERTa": "roberta-base",
-    "GPT-2": "gpt2-medium",
-    "T5": "t5-base",
-    "Llama": "llama-2-7b",
+    "BERT": ("bert-base", "classification"),
+    "RoBERTa": ("roberta-base", "classification"),
+    "GPT-2": ("gpt2-medium", "classification"),
+    "GPT-2 LM": ("gpt2-medium", "causal-lm"),
+    "T5": ("t5-base", "classification"),
+    "Llama": ("llama-2-7b", "classification"),
+    "Llama LM": ("llama-2-7b", "causal-lm"),
 }
-"""Architecture -> a shipped configuration of it."""
+"""Column -> a shipped configuration of the architecture and the task head: a sequence
+classifier, or the language-model head of a causal-LM task (``docstring-match-lm``)."""
 
 
-def applies(method: str, model: str) -> str:
+def applies(method: str, model: str, head: str) -> str:
     try:
-        count_model_method(model, method)
+        count_model_method(model, method, head=head)
     except NotApplicableError as error:
         return "no: " + str(error).split(": ", 1)[-1].replace("|", "\\|")
     return "✓"
@@ -52,7 +55,7 @@ def render() -> str:
     lines.append("| method | " + " | ".join(ARCHITECTURES) + " |")
     lines.append("|---|" + "---|" * len(ARCHITECTURES))
     for name, _ in METHODS:
-        cells = [applies(name, model) for model in ARCHITECTURES.values()]
+        cells = [applies(name, model, head) for model, head in ARCHITECTURES.values()]
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

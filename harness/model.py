@@ -23,6 +23,9 @@ class ModelInfo:
     checkpoint did not provide (newly initialised for the task)."""
     has_bias: bool
     """Whether the backbone (head excluded) has bias terms."""
+    head: str = "classification"
+    """``classification`` (a sequence classifier on the backbone) or ``causal-lm`` (the
+    pretrained language-model head; see :data:`peftbench.task.HEADS`)."""
 
 
 @dataclass
@@ -47,29 +50,52 @@ class ModelSource:
     def tokenizer(self) -> PreTrainedTokenizerBase:
         raise NotImplementedError
 
-    def load(self, num_labels: int, dtype: Any = None) -> LoadedModel:
-        """The pretrained backbone with a freshly initialised sequence-classification head."""
+    def load(self, num_labels: int, head: str = "classification") -> LoadedModel:
+        """The pretrained model for a task posed as ``head`` (:data:`peftbench.task.HEADS`):
+        with a freshly initialised ``num_labels``-way classifier, or its language-model head."""
         raise NotImplementedError
 
-    def build_empty(self, num_labels: int) -> LoadedModel:
+    def build_empty(self, num_labels: int, head: str = "classification") -> LoadedModel:
         """The same task model on the meta device: structure without weights (for counting)."""
         import torch
-        from transformers import AutoModelForSequenceClassification
 
-        config = self.config(num_labels=num_labels)
+        config = self.config(**({"num_labels": num_labels} if head == "classification" else {}))
         with torch.device("meta"):
-            model = AutoModelForSequenceClassification.from_config(config)
-        return LoadedModel(model, model_info(self.name, model), "config-only")
+            model = auto_class(head).from_config(config)
+        return LoadedModel(model, model_info(self.name, model, head=head), "config-only")
+
+
+def auto_class(head: str) -> Any:
+    """The ``transformers`` auto class that builds a model for ``head``."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from peftbench.task import HEADS
+
+    classes = {
+        "classification": AutoModelForSequenceClassification,
+        "causal-lm": AutoModelForCausalLM,
+    }
+    if head not in classes:
+        raise ValueError(f"head {head!r}; valid: {', '.join(HEADS)}")
+    return classes[head]
 
 
 def model_info(
-    name: str, model: nn.Module, newly_initialised: list[str] | None = None
+    name: str,
+    model: nn.Module,
+    newly_initialised: list[str] | None = None,
+    head: str = "classification",
 ) -> ModelInfo:
-    """Describe ``model``; the head is what lies outside the backbone plus anything the checkpoint
-    did not provide (``newly_initialised``, from ``from_pretrained``'s loading info)."""
+    """Describe ``model``. The task head is what the checkpoint did not provide
+    (``newly_initialised``, from ``from_pretrained``'s loading info) plus, for a classifier,
+    what lies outside the backbone; a language-model head is pretrained, not a task head."""
     config = model.config
     prefix = model.base_model_prefix
-    heads = {n.split(".")[0] for n, _ in model.named_parameters() if not n.startswith(prefix + ".")}
+    heads = set()
+    if head == "classification":
+        heads = {
+            n.split(".")[0] for n, _ in model.named_parameters() if not n.startswith(prefix + ".")
+        }
     heads.update(
         m for m in newly_initialised or [] if not any(m.startswith(h + ".") for h in heads)
     )
@@ -82,6 +108,7 @@ def model_info(
         has_bias=any(
             n.endswith(".bias") and n.startswith(prefix + ".") for n, _ in model.named_parameters()
         ),
+        head=head,
     )
 
 
@@ -125,19 +152,18 @@ class TransformersModel(ModelSource):
 
         return AutoTokenizer.from_pretrained(self.path(), trust_remote_code=self.trust_remote_code)
 
-    def load(self, num_labels: int, dtype: Any = None) -> LoadedModel:
-        from transformers import AutoModelForSequenceClassification
-
-        model, loading = AutoModelForSequenceClassification.from_pretrained(
+    def load(self, num_labels: int, head: str = "classification") -> LoadedModel:
+        labels = {"num_labels": num_labels} if head == "classification" else {}
+        model, loading = auto_class(head).from_pretrained(
             self.path(),
-            config=self.config(num_labels=num_labels),
-            dtype=dtype,
+            config=self.config(**labels),
             use_safetensors=True,
             trust_remote_code=self.trust_remote_code,
             output_loading_info=True,
         )
         fresh = sorted({key.rsplit(".", 1)[0] for key in loading["missing_keys"]})
-        return LoadedModel(model, model_info(self.name, model, fresh), weights_fingerprint(model))
+        info = model_info(self.name, model, fresh, head)
+        return LoadedModel(model, info, weights_fingerprint(model))
 
 
 def weights_fingerprint(model: nn.Module) -> str:

@@ -223,9 +223,11 @@ def count_model_method(
     method_name: str,
     overrides: dict[str, Any] | None = None,
     num_labels: int = 2,
+    head: str = "classification",
 ) -> dict[str, Any]:
     """Static counts of a registered model × method, built on the meta device (no weights, no
-    network). ``overrides`` are ``--set`` values; an unknown key raises
+    network) with a ``num_labels`` classifier or, for ``head="causal-lm"``, its language-model
+    head. ``overrides`` are ``--set`` values; an unknown key raises
     :class:`peftbench.spec.SpecError` naming the valid ones. Raises :class:`NotApplicableError`
     when the method does not apply to the model."""
     from peftbench.registry import METHODS, MODELS
@@ -233,7 +235,7 @@ def count_model_method(
 
     method = METHODS.get(method_name)
     hp = resolve_hparams(method_name, overrides)
-    loaded = MODELS.get(model_name).build_empty(num_labels)
+    loaded = MODELS.get(model_name).build_empty(num_labels, head)
     reason = method.unsupported_reason(loaded.info)
     if reason:
         raise NotApplicableError(f"{method_name} does not apply to {model_name}: {reason}")

@@ -10,7 +10,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+"""The version written; :data:`READABLE_VERSIONS` are read (1.0 lacks grid settings and dev
+metrics, which readers then treat as the ``default`` setting with no dev score)."""
+READABLE_VERSIONS = ("1.0", "1.1")
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "result.schema.json"
 STATUSES = ("ok", "oom", "unsupported", "diverged", "failed")
 
@@ -27,10 +30,10 @@ def _validator() -> Any:
 
 
 def validate_record(record: dict[str, Any], source: str = "record") -> None:
-    if record.get("schema_version") != SCHEMA_VERSION:
+    if record.get("schema_version") not in READABLE_VERSIONS:
         raise RecordError(
             f"{source}: schema_version {record.get('schema_version')!r}, "
-            f"this peftbench reads {SCHEMA_VERSION!r}"
+            f"this peftbench reads {', '.join(map(repr, READABLE_VERSIONS))}"
         )
     errors = sorted(_validator().iter_errors(record), key=lambda e: list(e.path))
     if errors:

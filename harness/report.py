@@ -25,11 +25,14 @@ from peftbench.aggregate import (
     ROW,
     STATUS_TEXT,
     column,
+    grid_summary,
     overall,
     runs,
+    select_settings,
     task_summary,
     write_table,
 )
+from peftbench.grid import DEFAULT_SETTING
 from peftbench.plots import PLOTS, fmt_count, svgs
 
 DOCS = "../docs"
@@ -38,8 +41,12 @@ DOCS = "../docs"
 MISSING = "—"
 
 GLOSSARY = {
-    "score": "Primary metric of the task on its evaluation split, mean ± standard deviation "
+    "score": "Primary metric of the task on its validation split, mean ± standard deviation "
     "over seeds (± only with several seeds).",
+    "setting": "A point of a method's hyperparameter grid. Where a grid gives several, the "
+    "tables show the one with the best mean dev score: the dev split is a fixed 15% of the "
+    "training data, held out from training; the validation split never takes part in the "
+    "choice.",
     "normalised": "Chance-normalised score, (score − chance) / (best − chance): 0 is the "
     "majority-class predictor, 1 is perfect (best = 1 for accuracy and Matthews correlation), "
     "so tasks with different metrics average. The overall score averages it over tasks "
@@ -223,10 +230,12 @@ def task_table(task: str, summary: pd.DataFrame, task_runs: pd.DataFrame, index:
     metric = ranked["metric"].dropna()
     metric_name = str(metric.iloc[0]) if len(metric) else "score"
     memory_title, kind_in_cell = memory_header(ranked["memory_kind"])
+    gridded = bool((ranked["setting"] != DEFAULT_SETTING).any())
     columns = [
         Column("#"),
         Column("method", numeric=False),
         Column("model", numeric=False),
+        *([Column("setting", numeric=False, help=GLOSSARY["setting"])] if gridded else []),
         Column(metric_name, help=GLOSSARY["score"]),
         Column("normalised", help=GLOSSARY["normalised"]),
         *cost_columns(memory_title),
@@ -239,6 +248,7 @@ def task_table(task: str, summary: pd.DataFrame, task_runs: pd.DataFrame, index:
                 Cell(str(rank), rank),
                 name(row["method"]),
                 name(row["model"]),
+                *([name(row["setting"])] if gridded else []),
                 score_cell(row["score_mean"], row["score_std"], seeds, note),
                 score_cell(row["normalised_mean"], row["normalised_std"], seeds, note),
                 *cost_cells(row, kind_in_cell),
@@ -252,6 +262,40 @@ def task_table(task: str, summary: pd.DataFrame, task_runs: pd.DataFrame, index:
         rows,
         unfinished_runs(task_runs),
     )
+
+
+def grid_table(grid: pd.DataFrame) -> Table | None:
+    """Every setting of every gridded task × method × model with its dev and validation scores;
+    ``None`` when no method has a grid."""
+    if not (grid["setting"] != DEFAULT_SETTING).any():
+        return None
+    columns = [
+        Column("task", numeric=False),
+        Column("method", numeric=False),
+        Column("model", numeric=False),
+        Column("setting", numeric=False, help=GLOSSARY["setting"]),
+        Column("dev score", help="Primary metric on the dev split, mean over seeds"),
+        Column("validation score", help=GLOSSARY["score"]),
+        Column("selected", numeric=False),
+    ]
+    rows = [
+        [
+            name(row["task"]),
+            name(row["method"]),
+            name(row["model"]),
+            name(row["setting"]),
+            score_cell(row["dev_mean"], math.nan, 1, ""),
+            score_cell(row["score_mean"], row["score_std"], row["seeds"], row["note"]),
+            Cell("✓" if row["selected"] else "", int(row["selected"])),
+        ]
+        for _, row in grid.iterrows()
+    ]
+    description = (
+        "Every grid setting that ran. Per task × method × model the leaderboard keeps the "
+        "setting with the best mean dev score (settings with unfinished seeds rank last); its "
+        "validation score is what the tables above report."
+    )
+    return Table("grid", "Hyperparameter selection", description, columns, rows)
 
 
 def chance_text(chance: pd.Series) -> str:
@@ -269,7 +313,8 @@ def unfinished_runs(task_runs: pd.DataFrame) -> list[str]:
     lines = []
     for _, run in failed.iterrows():
         message = run["message"].strip().splitlines()[0][:200] if run["message"].strip() else ""
-        line = f"{run['method']} · {run['model']} · seed {run['seed']}: "
+        setting = f" · {run['setting']}" if run["setting"] != DEFAULT_SETTING else ""
+        line = f"{run['method']} · {run['model']}{setting} · seed {run['seed']}: "
         lines.append(line + STATUS_TEXT[run["status"]] + (f" — {message}" if message else ""))
     return lines
 
@@ -331,27 +376,32 @@ def environment() -> Environment:
 
 def context(table: pd.DataFrame, docs: str = DOCS) -> dict:
     """Everything both templates show, and the frames behind the tables."""
-    tidy = runs(table)
+    every = runs(table)
+    grid = grid_summary(every)
+    tidy = select_settings(every)
     summary = task_summary(tidy)
     board = overall(tidy)
     tasks = [
         task_table(task, summary[summary["task"] == task], tidy[tidy["task"] == task], index)
         for index, task in enumerate(sorted(tidy["task"].unique()))
     ]
-    counts = tidy["status"].value_counts()
+    counts = every["status"].value_counts()
     return {
         "overall": overall_table(board, summary),
         "tasks": tasks,
-        "num_runs": len(tidy),
+        "grid": grid_table(grid),
+        "num_settings": int(every[["method", "setting"]].drop_duplicates().shape[0]),
+        "num_runs": len(every),
         "num_ok": int(counts.get("ok", 0)),
         "unfinished": {STATUS_TEXT[c]: int(n) for c, n in counts.items() if c != "ok"},
-        "sizes": {k: tidy[k].nunique() for k in ("method", "model", "task", "seed")},
+        "sizes": {k: every[k].nunique() for k in ("method", "model", "task", "seed")},
         "glossary": GLOSSARY,
         "provenance": provenance(table),
         "docs": quote(docs.rstrip("/"), safe="/:"),
         "plot_titles": PLOTS,
         "board": board,
         "summary": summary,
+        "grid_frame": grid,
     }
 
 
@@ -373,6 +423,7 @@ def write_reports(
     if tables_dir:
         write_table(page["board"], Path(tables_dir) / "overall.csv")
         write_table(page["summary"], Path(tables_dir) / "tasks.csv")
+        write_table(page["grid_frame"], Path(tables_dir) / "grid.csv")
     relative = Path(os.path.relpath(plots_dir, Path(markdown).parent)).as_posix()
     env = environment()
     plot_files = {stem: quote(f"{relative}/{stem}.svg") for stem in images}

@@ -12,6 +12,7 @@ import math
 import platform
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +148,8 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
 
-    data, data_fingerprint = _load_data(spec, tokenized_dir)
-    record["provenance"]["data_fingerprint"] = data_fingerprint
+    data, meta = _load_data(spec, tokenized_dir)
+    record["provenance"]["data_fingerprint"] = meta["data_fingerprint"]
     if len(data["train"]) < hp["batch_size"]:
         raise Unsupported(
             f"batch_size={hp['batch_size']} exceeds the {len(data['train'])} training examples"
@@ -156,7 +157,7 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
 
     set_seed(spec.seed)
     with phase("load", device, record):
-        loaded = source.load(num_labels=task.num_labels)
+        loaded = source.load(num_labels=task.num_labels, head=task.head)
     record["provenance"]["model_fingerprint"] = loaded.fingerprint
     info = loaded.info
     reason = method.unsupported_reason(info)
@@ -189,7 +190,8 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
     accelerator = Accelerator(
         cpu=device == "cpu", mixed_precision=precision if precision in ("bf16", "fp16") else "no"
     )
-    train_loader, eval_loader = _loaders(data, source, hp, spec.seed)
+    train_loader, eval_loader, dev_loader = _loaders(data, source, hp, spec.seed, task.head)
+    score = partial(_predict, answers=meta.get("answer_ids"), batch_size=hp["eval_batch_size"])
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=hp["lr"], weight_decay=hp["weight_decay"])
     from transformers import get_linear_schedule_with_warmup
@@ -225,7 +227,7 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
     )
 
     with phase("eval", device, record):
-        predictions, references, batch_times, eval_tokens = _predict(
+        predictions, references, batch_times, eval_tokens = score(
             model, eval_loader, accelerator, device
         )
     record["throughput"].update(
@@ -236,6 +238,8 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
             "eval_batch_latency_p90_s": percentile(batch_times, 0.9),
         }
     )
+    with phase("dev", device, record):  # hyperparameters are selected on this split's score
+        dev_predictions, dev_references, _, _ = score(model, dev_loader, accelerator, device)
     record["memory"]["expected"] = expected_memory(model, hp)
     record["params"].update(
         count_trained(
@@ -260,7 +264,11 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
         "split": "validation",
         "num_examples": len(references),
         "values": compute_metrics(task.metrics, predictions, references),
-        "chance": chance_metrics(task.metrics, list(data["train"]["labels"]), references),
+        "chance": chance_metrics(task.metrics, class_labels(data["train"]), references),
+        "dev": {
+            "num_examples": len(dev_references),
+            "values": compute_metrics(task.metrics, dev_predictions, dev_references),
+        },
     }
 
 
@@ -280,29 +288,47 @@ def describe_device(device: str, threads: int | None) -> dict[str, Any]:
 
 
 def _load_data(spec: RunSpec, tokenized_dir: str | None):
+    """The tokenized splits and their metadata (:func:`peftbench.data.tokenize_task`)."""
     from peftbench.data import load_tokenized, tokenize_task
 
-    if tokenized_dir:
-        data, meta = load_tokenized(tokenized_dir)
-        if meta["task"] != spec.task or meta["tokenizer"] != MODELS.get(spec.model).tokenizer_key:
-            raise ValueError(
-                f"{tokenized_dir} holds {meta['task']} for {meta['tokenizer']}, not this run's"
-            )
-        if meta["max_length"] != spec.hparams["max_length"]:
-            raise ValueError(
-                f"{tokenized_dir} was cut at {meta['max_length']} tokens, "
-                f"this run wants {spec.hparams['max_length']}"
-            )
-        return data, meta["data_fingerprint"]
-    return tokenize_task(spec.task, spec.model, spec.hparams["max_length"], spec.data_dir)
+    if not tokenized_dir:
+        return tokenize_task(spec.task, spec.model, spec.hparams["max_length"], spec.data_dir)
+    data, meta = load_tokenized(tokenized_dir)
+    if meta["task"] != spec.task or meta["tokenizer"] != MODELS.get(spec.model).tokenizer_key:
+        raise ValueError(
+            f"{tokenized_dir} holds {meta['task']} for {meta['tokenizer']}, not this run's"
+        )
+    if "dev" not in data or meta.get("head", "classification") != TASKS.get(spec.task).head:
+        raise ValueError(f"{tokenized_dir} was made by an older peftbench: tokenize it again")
+    if meta["max_length"] != spec.hparams["max_length"]:
+        raise ValueError(
+            f"{tokenized_dir} was cut at {meta['max_length']} tokens, "
+            f"this run wants {spec.hparams['max_length']}"
+        )
+    return data, meta
 
 
-def _loaders(data, source, hp, seed):
+CLASS_COLUMNS = ("class_label", "labels")
+"""Where a tokenized split keeps the class: ``class_label`` when ``labels`` holds answer
+tokens (``causal-lm`` tasks), else ``labels``."""
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+
+
+def class_labels(split) -> list[int]:
+    column = next(c for c in CLASS_COLUMNS if c in split.column_names)
+    return list(split[column])
+
+
+def _loaders(data, source, hp, seed, head):
     import torch
     from torch.utils.data import DataLoader
-    from transformers import DataCollatorWithPadding
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
-    collate = DataCollatorWithPadding(source.tokenizer())
+    tokenizer = source.tokenizer()
+    if head == "causal-lm":  # pads the answer tokens in ``labels`` with -100
+        collate = DataCollatorForSeq2Seq(tokenizer, padding=True)
+    else:
+        collate = DataCollatorWithPadding(tokenizer)
     generator = torch.Generator().manual_seed(seed)
     train = DataLoader(
         data["train"],
@@ -312,10 +338,13 @@ def _loaders(data, source, hp, seed):
         generator=generator,
         drop_last=True,
     )
-    evaluation = data["validation"]
-    if hp["max_eval_examples"]:
-        evaluation = evaluation.select(range(min(hp["max_eval_examples"], len(evaluation))))
-    return train, DataLoader(evaluation, batch_size=hp["eval_batch_size"], collate_fn=collate)
+    evaluation = []
+    for split in ("validation", "dev"):
+        rows = data[split]
+        if hp["max_eval_examples"]:
+            rows = rows.select(range(min(hp["max_eval_examples"], len(rows))))
+        evaluation.append(DataLoader(rows, batch_size=hp["eval_batch_size"], collate_fn=collate))
+    return train, *evaluation
 
 
 def _train(model, optimizer, scheduler, loader, accelerator, method, hp, device):
@@ -331,7 +360,7 @@ def _train(model, optimizer, scheduler, loader, accelerator, method, hp, device)
             batch = next(batches)
         synchronize(device)
         start = time.perf_counter()
-        loss = model(**batch).loss
+        loss = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}).loss
         if not math.isfinite(loss.item()):
             raise Diverged(f"loss became {loss.item()} at step {step}")
         accelerator.backward(loss)
@@ -347,21 +376,30 @@ def _train(model, optimizer, scheduler, loader, accelerator, method, hp, device)
     return losses, step_times, samples, tokens
 
 
-def _predict(model, loader, accelerator, device):
-    """Predictions, references, per-batch forward seconds and non-padding tokens."""
+def _predict(model, loader, accelerator, device, answers=None, batch_size=64):
+    """Predictions, references, per-batch forward seconds and non-padding tokens (with
+    ``answers``, the token ids of each class's answer: the class whose answer the model finds
+    likeliest after the prompt, :func:`peftbench.lm_scoring.answer_log_likelihoods`)."""
     import torch
+
+    from peftbench.lm_scoring import answer_log_likelihoods
 
     model.eval()
     predictions, references, batch_times, tokens = [], [], [], 0
     with torch.no_grad():
         for batch in loader:
-            inputs = {k: v.to(accelerator.device) for k, v in batch.items() if k != "labels"}
             synchronize(device)
             start = time.perf_counter()
-            logits = model(**inputs).logits
+            if answers:
+                scores = answer_log_likelihoods(model, batch, answers, batch_size)
+                labels = batch["class_label"]
+            else:
+                inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS and k != "labels"}
+                scores = model(**{k: v.to(accelerator.device) for k, v in inputs.items()}).logits
+                labels = batch["labels"]
             synchronize(device)
             batch_times.append(time.perf_counter() - start)
-            predictions += logits.argmax(-1).tolist()
-            references += batch["labels"].tolist()
+            predictions += scores.argmax(-1).tolist()
+            references += labels.tolist()
             tokens += int(batch["attention_mask"].sum())
     return predictions, references, batch_times, tokens

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from peftbench.grid import DEFAULT_SETTING, check_label
 from peftbench.registry import METHODS, MODELS, TASKS
 
 TRAINING_DEFAULTS: dict[str, Any] = {
@@ -40,10 +41,12 @@ class RunSpec:
     seed: int
     hparams: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = None
+    setting: str = DEFAULT_SETTING
+    """The grid point's label (:mod:`peftbench.grid`); ``default`` outside a grid."""
 
     @property
     def run_id(self) -> str:
-        return f"{self.model}/{self.method}/{self.task}/seed{self.seed}"
+        return f"{self.model}/{self.method}/{self.task}/{self.setting}/seed{self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,13 +112,19 @@ def resolve_spec(
     seed: int,
     overrides: dict[str, Any] | None = None,
     data_dir: str | None = None,
+    setting: str = DEFAULT_SETTING,
 ) -> RunSpec:
     """A fully resolved, validated :class:`RunSpec` (unknown names fail with the valid ones)."""
     for registry, name in ((MODELS, model), (METHODS, method), (TASKS, task)):
         registry.check(name)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise SpecError(f"seed={seed!r}: must be a non-negative integer")
-    return RunSpec(model, method, task, seed, resolve_hparams(method, overrides), data_dir)
+    try:
+        check_label(setting)
+    except ValueError as error:
+        raise SpecError(str(error)) from None
+    hparams = resolve_hparams(method, overrides)
+    return RunSpec(model, method, task, seed, hparams, data_dir, setting)
 
 
 def parse_assignments(items: list[str]) -> dict[str, str]:

@@ -19,6 +19,7 @@ from functools import cache, cached_property
 from typing import Any
 
 from peftbench.codehash import code_hash, harness_hash, hash_files, plugin_files, reporting_hash
+from peftbench.grid import DEFAULT_SETTING, grid_points, setting_label
 from peftbench.registry import METHODS, MODELS, TASKS, UnknownNameError
 from peftbench.spec import RunSpec, SpecError, resolve_hparams, resolve_spec
 
@@ -82,17 +83,23 @@ class Sweep:
     config: dict[str, Any]
     specs: list[RunSpec] = field(default_factory=list)
 
-    def overrides(self, method: str) -> dict[str, Any]:
+    def settings(self, method: str) -> dict[str, dict[str, Any]]:
+        """The method's grid points by label, in grid order (``{"default": {}}`` without one)."""
+        axes = (self.config.get("grid") or {}).get(method)
+        return {setting_label(point): point for point in grid_points(axes)}
+
+    def overrides(self, method: str, setting: str = DEFAULT_SETTING) -> dict[str, Any]:
+        """Budget, then ``hparams``, then ``method_hparams``, then the grid point (later wins)."""
         return {
             **self.config["budget"],
             **(self.config.get("hparams") or {}),
             **((self.config.get("method_hparams") or {}).get(method) or {}),
+            **self.settings(method)[setting],
         }
 
-    def set_args(self, model: str, method: str, task: str, seed: int) -> str:
-        return " ".join(
-            f"--set {shlex.quote(f'{k}={v}')}" for k, v in sorted(self.overrides(method).items())
-        )
+    def set_args(self, method: str, setting: str = DEFAULT_SETTING) -> str:
+        overrides = self.overrides(method, setting)
+        return " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in sorted(overrides.items()))
 
     def data_dir(self, task: str) -> str | None:
         return (self.config.get("data_dirs") or {}).get(task)
@@ -120,23 +127,26 @@ class Sweep:
     def reporting_hash(self) -> str:
         return reporting_hash()
 
-    def resources(self, model: str, method: str) -> RunResources:
-        """Host memory, wall time and GPUs for a run of ``model`` × ``method``."""
+    def resources(
+        self, model: str, method: str, task: str, setting: str = DEFAULT_SETTING
+    ) -> RunResources:
+        """Host memory, wall time and GPUs for a run of ``model`` × ``method`` × ``setting`` on
+        ``task`` (whose head decides the model built)."""
         gpus = self.gpus(model, method)
-        hp = resolve_hparams(method, self.overrides(method))
+        hp = resolve_hparams(method, self.overrides(method, setting))
         try:
-            size = footprint(model, method, tuple(sorted(hp.items())))
+            size = footprint(model, method, TASKS.get(task).head, tuple(sorted(hp.items())))
         except Exception as error:  # an estimate never stops a sweep (e.g. hf: ids offline)
             log.warning("resources of %s × %s: defaults (%s)", model, method, error)
             return RunResources(FALLBACK["mem_mb"], FALLBACK["runtime_min"], gpus)
         threads = int(self.config.get("threads_per_run", 1))
         return estimate_resources(size, hp, gpus, threads)
 
-    def mem_mb(self, model: str, method: str) -> int:
-        return self.resources(model, method).mem_mb
+    def mem_mb(self, model: str, method: str, task: str, setting: str) -> int:
+        return self.resources(model, method, task, setting).mem_mb
 
-    def runtime_min(self, model: str, method: str) -> int:
-        return self.resources(model, method).runtime_min
+    def runtime_min(self, model: str, method: str, task: str, setting: str) -> int:
+        return self.resources(model, method, task, setting).runtime_min
 
     def gpus(self, model: str, method: str) -> int:
         """``gpus_per_run`` for every run: the runner trains on one device."""
@@ -144,7 +154,9 @@ class Sweep:
 
 
 @cache
-def footprint(model: str, method: str, hparams: tuple[tuple[str, Any], ...]) -> Footprint:
+def footprint(
+    model: str, method: str, head: str, hparams: tuple[tuple[str, Any], ...]
+) -> Footprint:
     """Build ``model``'s task model on the meta device and apply ``method`` to it (nothing is
     allocated or downloaded beyond the model's config). A method that does not apply to the
     model leaves it fully trainable: the run stops after loading, any estimate fits it."""
@@ -154,7 +166,7 @@ def footprint(model: str, method: str, hparams: tuple[tuple[str, Any], ...]) -> 
     from peftbench.method import unfreeze_head
 
     hp = dict(hparams)
-    loaded = MODELS.get(model).build_empty(num_labels=2)
+    loaded = MODELS.get(model).build_empty(num_labels=2, head=head)
     info, built, plugin = loaded.info, loaded.model, METHODS.get(method)
     if plugin.unsupported_reason(info) is None:
         with torch.device("meta"):
@@ -210,35 +222,62 @@ def estimate_resources(
 
 
 def budget_problems(spec: RunSpec) -> list[str]:
-    """Budgets no run could follow: a batch larger than the task's training set (for tasks that
-    declare ``train_size``; the runner drops incomplete batches, so nothing would train)."""
+    """Budgets no run could follow: a batch larger than the task's training examples left after
+    the dev split is carved out (for tasks that declare ``train_size``; the runner drops
+    incomplete batches, so nothing would train)."""
+    from peftbench.data import train_examples
+
     size = getattr(TASKS.get(spec.task), "train_size", None)
     batch = spec.hparams["batch_size"]
-    if size is not None and batch > size:
+    if size is not None and batch > train_examples(size):
+        left = train_examples(size)
         return [
-            f"batch_size={batch} for {spec.method}: larger than the {size} training examples of "
-            f"task {spec.task!r}; valid: 1 to {size}"
+            f"batch_size={batch} for {spec.method}: larger than the {left} training examples of "
+            f"task {spec.task!r} ({size} less the dev split); valid: 1 to {left}"
         ]
     return []
+
+
+def grid_problems(config: dict[str, Any]) -> list[str]:
+    """Grids over methods the sweep does not run, or over the tokenization length."""
+    problems = []
+    for method, axes in (config.get("grid") or {}).items():
+        if method not in config["methods"]:
+            problems.append(
+                f"grid: method {method!r} is not in methods; valid: {', '.join(config['methods'])}"
+            )
+        if "max_length" in (axes or {}):
+            problems.append(
+                f"grid: {method}.max_length cannot vary (each task is tokenized once per "
+                "length); set budget.max_length instead"
+            )
+    return problems
 
 
 def plan_sweep(config: dict[str, Any]) -> Sweep:
     """Resolve every run of ``config``; raise :class:`SweepError` listing all bad values."""
     sweep = Sweep(config)
-    problems: list[str] = []
+    problems = grid_problems(config)
     for model, method, task, seed in itertools.product(
         config["models"], config["methods"], config["tasks"], config["seeds"]
     ):
-        try:
-            spec = resolve_spec(
-                model, method, task, seed, sweep.overrides(method), sweep.data_dir(task)
-            )
-        except (UnknownNameError, SpecError) as error:
-            found = [str(error)]
-        else:
-            sweep.specs.append(spec)
-            found = budget_problems(spec)
-        problems += [problem for problem in found if problem not in problems]
+        for setting in sweep.settings(method) if method in METHODS else [DEFAULT_SETTING]:
+            try:
+                spec = resolve_spec(
+                    model,
+                    method,
+                    task,
+                    seed,
+                    sweep.overrides(method, setting),
+                    sweep.data_dir(task),
+                    setting,
+                )
+            except (UnknownNameError, SpecError) as error:
+                found = [str(error)]
+            else:
+                sweep.specs.append(spec)
+                found = budget_problems(spec)
+            problems += [problem for problem in found if problem not in problems]
     unknown_dirs = set(config.get("data_dirs") or {}) - set(TASKS.names())
     problems += [
         f"data_dirs: unknown task {t!r}; valid tasks: {', '.join(TASKS.names())}"

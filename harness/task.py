@@ -4,21 +4,34 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
 
 
+HEADS = ("classification", "causal-lm")
+"""How a task is posed to a model: ``classification``, a sequence-classification head on the
+pretrained backbone; ``causal-lm``, the pretrained language-model head scoring each class's
+answer text after a prompt (the class whose answer is likeliest is the prediction)."""
+
+
 class Task:
-    """A sequence-classification task with a ``train`` and a ``validation`` split.
+    """A classification task with a ``train`` and a ``validation`` split.
 
     :meth:`load` returns a ``DatasetDict`` whose rows have the :attr:`text_fields` columns and an
     integer ``label`` column. Metrics are names of ``evaluate`` modules (peftbench ships local
     copies of the ones it uses, so they work offline).
+
+    With :attr:`head` ``causal-lm`` the task also gives :meth:`prompt` and :attr:`answers`, the
+    text a causal language model continues the prompt with for each label; training maximises
+    the likelihood of the right answer, evaluation predicts the likeliest.
     """
 
     name: str = ""
+    head: str = "classification"
+    answers: tuple[str, ...] = ()
+    """``causal-lm`` tasks: one continuation per label, in label order (e.g. ``" yes"``)."""
     description: str = ""
     text_fields: tuple[str, ...] = ("text",)
     labels: tuple[str, ...] = ()
@@ -32,6 +45,10 @@ class Task:
         return len(self.labels)
 
     def load(self, data_dir: str | None = None) -> DatasetDict:
+        raise NotImplementedError
+
+    def prompt(self, row: dict[str, Any]) -> str:
+        """``causal-lm`` tasks: the text the answer follows, for one row of :meth:`load`."""
         raise NotImplementedError
 
 

@@ -21,6 +21,14 @@ LAST_TOKEN_CLASSIFIERS = (
 from ``input_ids``, which input-level prompt methods replace by ``inputs_embeds``."""
 
 
+def task_type(info: ModelInfo) -> Any:
+    """peft's task type for the model's head: sequence classification or causal LM (peft's
+    prompt methods then prepend -100 labels for the virtual tokens)."""
+    from peft import TaskType
+
+    return TaskType.CAUSAL_LM if info.head == "causal-lm" else TaskType.SEQ_CLS
+
+
 def target_modules(value: str) -> list[str] | str | None:
     """The ``target_modules`` hyperparameter for peft: ``auto`` (peft's default for the
     architecture, e.g. query,value for BERT), ``all-linear``, or comma-separated module names."""
@@ -95,8 +103,9 @@ class PromptMethod(PeftMethod):
 
 
 def input_prompt_unsupported(info: ModelInfo) -> str | None:
-    """Why a prompt prepended to the input embeddings cannot apply to the model, or ``None``."""
-    if info.model_type in LAST_TOKEN_CLASSIFIERS:
+    """Why a prompt prepended to the input embeddings cannot apply to the model, or ``None``
+    (a decoder's language-model head takes it: only its last-token classifier cannot)."""
+    if info.head == "classification" and info.model_type in LAST_TOKEN_CLASSIFIERS:
         return (
             f"{info.model_type} classifies from the last non-padding token, which it finds from "
             "input_ids; peft passes the prompted input as inputs_embeds, so right-padded "

@@ -19,7 +19,7 @@ Architectures: any with linear (or GPT-2 Conv1D) layers.
 from __future__ import annotations
 
 from peftbench import register_method
-from peftbench.methods._peft import PeftMethod, target_modules
+from peftbench.methods._peft import PeftMethod, target_modules, task_type
 
 
 @register_method("adalora")
@@ -41,11 +41,11 @@ class AdaLoRA(PeftMethod):
     lr_range = (5e-4, 1.2e-3)
 
     def peft_config(self, hp, info):
-        from peft import AdaLoraConfig, TaskType
+        from peft import AdaLoraConfig
 
         steps = hp["steps"]
         return AdaLoraConfig(
-            task_type=TaskType.SEQ_CLS,  # peft adds the regulariser only through this model class
+            task_type=task_type(info),  # peft adds the regulariser only through this model class
             target_modules=target_modules(hp["target_modules"]),
             exclude_modules=list(info.head_prefixes),
             init_r=hp["init_r"],

@@ -5,14 +5,15 @@ two-layer MLP, as in the paper), are prepended to the input embeddings. The enco
 but only its output, p·d numbers, must be stored (that is the artifact). The paper fine-tunes
 the whole model on SuperGLUE and freezes it on LAMA; here the model is frozen. Defaults:
 p=20 virtual tokens, encoder hidden size 128, lr 1e-3 (our choice; the paper's SuperGLUE
-rates are for full fine-tuning). Architectures: encoders; not decoders that classify from the
-last non-padding token (GPT-2, Llama, ...), which cannot find it in peft's prompted embeddings.
+rates are for full fine-tuning). Architectures: encoders, and decoders through their
+language-model head (causal-LM tasks); not decoder sequence classifiers (GPT-2, Llama, ...),
+which read the last non-padding token and cannot find it in peft's prompted embeddings.
 """
 
 from __future__ import annotations
 
 from peftbench import register_method
-from peftbench.methods._peft import PromptMethod, input_prompt_unsupported
+from peftbench.methods._peft import PromptMethod, input_prompt_unsupported, task_type
 
 
 @register_method("p_tuning")
@@ -26,12 +27,12 @@ class PTuning(PromptMethod):
         return input_prompt_unsupported(info)
 
     def peft_config(self, hp, info):
-        from peft import PromptEncoderConfig, TaskType
+        from peft import PromptEncoderConfig
 
         if hp["encoder"] not in ("lstm", "mlp"):
             raise ValueError("p_tuning: encoder must be lstm or mlp")
         return PromptEncoderConfig(
-            task_type=TaskType.SEQ_CLS,
+            task_type=task_type(info),
             num_virtual_tokens=hp["num_virtual_tokens"],
             encoder_hidden_size=hp["encoder_hidden_size"],
             encoder_reparameterization_type=hp["encoder"].upper(),

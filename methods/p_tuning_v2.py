@@ -14,7 +14,7 @@ prefix-tunes.
 from __future__ import annotations
 
 from peftbench import register_method
-from peftbench.methods._peft import PromptMethod
+from peftbench.methods._peft import PromptMethod, task_type
 
 
 @register_method("p_tuning_v2")
@@ -25,10 +25,10 @@ class PTuningV2(PromptMethod):
     lr_range = (5e-3, 1e-2)
 
     def peft_config(self, hp, info):
-        from peft import PrefixTuningConfig, TaskType
+        from peft import PrefixTuningConfig
 
         return PrefixTuningConfig(
-            task_type=TaskType.SEQ_CLS,
+            task_type=task_type(info),
             num_virtual_tokens=hp["num_virtual_tokens"],
             prefix_projection=False,
         )

@@ -15,7 +15,7 @@ code). Architectures: those peft prefix-tunes (BERT family, GPT-2, Llama, ...).
 from __future__ import annotations
 
 from peftbench import register_method
-from peftbench.methods._peft import PromptMethod
+from peftbench.methods._peft import PromptMethod, task_type
 
 
 @register_method("prefix_tuning")
@@ -31,10 +31,10 @@ class PrefixTuning(PromptMethod):
     lr_range = (5e-5, 5e-3)
 
     def peft_config(self, hp, info):
-        from peft import PrefixTuningConfig, TaskType
+        from peft import PrefixTuningConfig
 
         return PrefixTuningConfig(
-            task_type=TaskType.SEQ_CLS,
+            task_type=task_type(info),
             num_virtual_tokens=hp["num_virtual_tokens"],
             prefix_projection=hp["prefix_projection"],
             encoder_hidden_size=hp["encoder_hidden_size"],

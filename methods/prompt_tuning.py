@@ -6,14 +6,15 @@ Defaults: p=20 virtual tokens (the paper studies 1 to 150), initialised from emb
 randomly sampled vocabulary tokens (the paper samples common tokens; ``init=random`` for
 Gaussian), lr 3e-2 (the paper uses 0.3 with Adafactor; 3e-2 suits AdamW). p·d parameters. A
 classifier reading the first position (BERT's pooler) reads the first virtual token.
-Architectures: encoders; not decoders that classify from the last non-padding token (GPT-2,
-Llama, ...), which cannot find it once peft passes embeddings instead of token ids.
+Architectures: encoders, and decoders through their language-model head (causal-LM tasks); not
+decoder sequence classifiers (GPT-2, Llama, ...), which read the last non-padding token and
+cannot find it once peft passes embeddings instead of token ids.
 """
 
 from __future__ import annotations
 
 from peftbench import register_method
-from peftbench.methods._peft import PromptMethod, input_prompt_unsupported
+from peftbench.methods._peft import PromptMethod, input_prompt_unsupported, task_type
 
 INITS = {"sample_vocab": "SAMPLE_VOCAB", "random": "RANDOM"}
 
@@ -29,12 +30,12 @@ class PromptTuning(PromptMethod):
         return input_prompt_unsupported(info)
 
     def peft_config(self, hp, info):
-        from peft import PromptTuningConfig, TaskType
+        from peft import PromptTuningConfig
 
         if hp["init"] not in INITS:
             raise ValueError(f"prompt_tuning: init must be one of {', '.join(INITS)}")
         return PromptTuningConfig(
-            task_type=TaskType.SEQ_CLS,
+            task_type=task_type(info),
             num_virtual_tokens=hp["num_virtual_tokens"],
             prompt_tuning_init=INITS[hp["init"]],
         )

@@ -14,6 +14,7 @@ SWEEP = plan_sweep(config)  # raises with the bad value and the valid choices
 wildcard_constraints:
     model="[^/]+",
     method="[^/]+",
+    setting="[^/]+",
     seed=r"\d+",
     tokenizer="[^/]+",
     max_length=r"\d+",
@@ -27,7 +28,7 @@ localrules:
 
 
 def run_dir(spec):
-    return f"{RESULTS}/runs/{spec.model}/{spec.method}/{spec.task}/seed{spec.seed}"
+    return f"{RESULTS}/runs/{spec.run_id}"
 
 
 def tokenized_dir(model, task):

@@ -47,6 +47,11 @@ rule report:
             caption="report/tasks.rst",
             category="Tables",
         ),
+        grid=report(
+            f"{REPORTS}/tables/grid.csv",
+            caption="report/grid.rst",
+            category="Tables",
+        ),
     params:
         code=SWEEP.reporting_hash(),
         # Links from the reports to the definitions in this repository's docs/.

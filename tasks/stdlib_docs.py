@@ -10,6 +10,9 @@ data; the content fingerprint recorded with every result tells versions apart.
 * ``docstring-match``: does this docstring document the function with this name? Positives pair
   a function with its own docstring, negatives with the docstring of another function
   (text pair, 2 classes, balanced).
+* ``docstring-module-lm`` and ``docstring-match-lm``: the same data posed to a causal language
+  model: a prompt, and one answer per class (the package's name; " no" / " yes") whose
+  likelihood the model scores.
 """
 
 from __future__ import annotations
@@ -112,7 +115,7 @@ class DocstringModule(Task):
         for index, label in enumerate(self.labels):
             texts = sorted((t for t, lab in unique.items() if lab == label), key=_bucket)
             rows += [{"id": t, "text": t, "label": index} for t in texts[:PER_CLASS]]
-        return _split(rows, self.name)
+        return _split(rows, "docstring-module")  # the -lm variant: the same split
 
 
 @register_task("docstring-match")
@@ -142,4 +145,24 @@ class DocstringMatch(Task):
                 rows.append({"id": qualname, "name": name, "text": other, "label": 0})
             else:
                 rows.append({"id": qualname, "name": name, "text": text, "label": 1})
-        return _split(rows, self.name)
+        return _split(rows, "docstring-match")
+
+
+@register_task("docstring-module-lm")
+class DocstringModuleLM(DocstringModule):
+    description = "docstring-module for causal LMs: the package name scored after a prompt"
+    head = "causal-lm"
+    answers = tuple(f" {label}" for label in MODULE_CLASSES)
+
+    def prompt(self, row):
+        return f"Docstring: {row['text']}\nStandard-library package:"
+
+
+@register_task("docstring-match-lm")
+class DocstringMatchLM(DocstringMatch):
+    description = "docstring-match for causal LMs: ' yes' or ' no' scored after a prompt"
+    head = "causal-lm"
+    answers = (" no", " yes")
+
+    def prompt(self, row):
+        return f"Docstring: {row['text']}\nFunction: {row['name']}\nDocuments it:"

@@ -125,18 +125,21 @@ def test_sweep_on_slurm_submits_sized_jobs(fake_slurm, tmp_path):
     )
     jobs = submissions(fake_slurm)
     # Tokenization and the run are cluster jobs; aggregation and reports run locally.
-    run = "rule_run_wildcards_minilm-l2_lora_docstring-match_0"
+    run = "rule_run_wildcards_minilm-l2_lora_docstring-match_default_0"
     tokenize = "rule_tokenize_wildcards_minilm_docstring-match_16"
     assert set(jobs) == {tokenize, run}
 
-    expected = plan_sweep({**config, "gpus_per_run": 1}).resources("minilm-l2", "lora")
+    sweep = plan_sweep({**config, "gpus_per_run": 1})
+    expected = sweep.resources("minilm-l2", "lora", "docstring-match")
     assert option(jobs[run], "--mem") == str(expected.mem_mb)
     assert option(jobs[run], "-t") == str(expected.runtime_min)
     assert option(jobs[run], "--gpus") == "1"
     assert option(jobs[run], "--cpus-per-task") == "1"
     assert option(jobs[run], "-p") == "debug"  # the default partition sinfo reported
     assert option(jobs[tokenize], "--mem") == "4000" and option(jobs[tokenize], "--gpus") is None
-    record = read_record(tmp_path / "results/runs/minilm-l2/lora/docstring-match/seed0/result.json")
+    record = read_record(
+        tmp_path / "results/runs/minilm-l2/lora/docstring-match/default/seed0/result.json"
+    )
     assert record["status"]["code"] == "ok"
     assert (tmp_path / "reports" / "leaderboard.md").is_file()
 
@@ -154,7 +157,7 @@ def test_resources_grow_with_model_size_and_method():
         "lr": 1e-4,
     }
     sizes = {
-        (model, method): footprint(model, method, tuple(sorted(hp.items())))
+        (model, method): footprint(model, method, "classification", tuple(sorted(hp.items())))
         for model in ("minilm-l2", "minilm-l6")
         for method in ("full", "bitfit")
     }

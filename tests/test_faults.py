@@ -164,7 +164,7 @@ def test_failures_become_records_and_the_sweep_goes_on(plugin_env, tmp_path):
     run_snakemake(tmp_path, "--cores", "2", "--configfile", str(config))
     for method, (code, fragment) in EXPECTED.items():
         record = read_record(
-            tmp_path / f"results/runs/minilm-l2/{method}/docstring-match/seed0/result.json"
+            tmp_path / f"results/runs/minilm-l2/{method}/docstring-match/default/seed0/result.json"
         )
         assert record["status"]["code"] == code, (method, record["status"])
         assert fragment in record["status"]["message"], (method, record["status"])
@@ -191,9 +191,13 @@ def test_failures_become_records_and_the_sweep_goes_on(plugin_env, tmp_path):
         ({"hparams": {"rank": 4}}, ["unknown hyperparameter 'rank'", "valid:"]),
         ({"budget": {**TINY_BUDGET, "steps": 0}}, ["0 is less than the minimum of 1"]),
         ({"count_models": ["bert-huge"]}, ["unknown model 'bert-huge'", "llama-3-70b"]),
+        ({"grid": {"vera": {"lr": [1e-3]}}}, ["grid: method 'vera' is not in methods", "lora"]),
+        ({"grid": {"lora": {"rank": [4, 8]}}}, ["unknown hyperparameter 'rank'", "valid:"]),
+        ({"grid": {"lora": {"max_length": [32]}}}, ["max_length cannot vary"]),
+        ({"grid": {"lora": {"lr": []}}}, ["should be non-empty"]),
         (
             {"tasks": ["tiny-match"], "budget": {**TINY_BUDGET, "batch_size": 64}},
-            ["batch_size=64", "40 training examples", "valid: 1 to 40"],
+            ["batch_size=64", "34 training examples", "40 less the dev split", "valid: 1 to 34"],
         ),
     ],
 )

@@ -1,7 +1,7 @@
-"""Every registered method on a real model (minilm-l2) and a tiny GPT-2: it trains exactly the
-parameters it says (closed-form counts), a short run of its own parameters lowers the loss,
-and its artifact survives a safetensors round trip and rebuilds the tuned model from a freshly
-adapted one."""
+"""Every registered method on a real model (minilm-l2), a tiny GPT-2 classifier, and tiny GPT-2
+and Llama language models (causal-LM head): it trains exactly the parameters it says
+(closed-form counts), a short run of its own parameters lowers the loss, and its artifact
+survives a safetensors round trip and rebuilds the tuned model from a freshly adapted one."""
 
 from __future__ import annotations
 
@@ -137,6 +137,48 @@ def gpt2() -> tuple[Callable[[], nn.Module], ModelInfo, dict[str, torch.Tensor]]
     return build, info, batch
 
 
+TINY_DECODERS = {
+    "gpt2": {"n_layer": 2, "n_embd": 64, "n_head": 4, "n_positions": 64},
+    "llama": {
+        "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64,
+    },
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=sorted(TINY_DECODERS))
+def causal_lm(request) -> tuple[Callable[[], nn.Module], ModelInfo, dict[str, torch.Tensor]]:
+    """A tiny random decoder with its language-model head, and a batch posed as a causal-LM
+    task: a right-padded prompt whose last token (the answer) alone is a label."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(
+        request.param,
+        vocab_size=128,
+        bos_token_id=1,
+        eos_token_id=1,
+        pad_token_id=0,
+        **TINY_DECODERS[request.param],
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    info = model_info(f"{request.param}-tiny", model, head="causal-lm")
+
+    def build() -> nn.Module:
+        return copy.deepcopy(model)
+
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(2, 128, (BATCH, 16), generator=generator)
+    lengths = 12 + torch.arange(BATCH) % 5  # 12 to 16 tokens: padded on the right
+    mask = (torch.arange(16)[None] < lengths[:, None]).long()
+    ids = ids * mask
+    labels = torch.full_like(ids, -100)
+    rows = torch.arange(BATCH)
+    labels[rows, lengths - 1] = 2 + rows % 2  # the answer: token 2 or 3
+    ids[rows, lengths - 1] = labels[rows, lengths - 1]
+    return build, info, {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
 def randomize_head(model: nn.Module, info: ModelInfo) -> None:
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -247,6 +289,19 @@ def test_gpt2_applies_or_says_why(name, gpt2, tmp_path):
     reason = METHODS.get(name).unsupported_reason(info)
     if reason is not None:
         assert isinstance(reason, str) and reason.strip()
+        return
+    check_trains_and_round_trips(name, build, info, batch, tmp_path)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_causal_lm_applies_or_says_why(name, causal_lm, tmp_path):
+    """On a decoder's language-model head every method trains and round-trips, or says why not
+    (the prompt methods included: only last-token classifiers refuse them)."""
+    build, info, batch = causal_lm
+    reason = METHODS.get(name).unsupported_reason(info)
+    if reason is not None:
+        expected = name in ("mam", "unipelt") or (name == "bitfit" and not info.has_bias)
+        assert expected, f"{name} refuses {info.model_type}: {reason}"
         return
     check_trains_and_round_trips(name, build, info, batch, tmp_path)
 

@@ -49,7 +49,7 @@ def test_installed_plugin_is_listed_and_sweeps(installed_example, tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     run_snakemake(tmp_path, "--cores", "1", "--configfile", str(tmp_path / "config.yaml"))
     record = read_record(
-        tmp_path / "results/runs/minilm-l2/layernorm/docstring-match/seed0/result.json"
+        tmp_path / "results/runs/minilm-l2/layernorm/docstring-match/default/seed0/result.json"
     )
     assert record["status"]["code"] == "ok", record["status"]
     # Trainable: 2 x 384 per LayerNorm (embeddings + 2 per layer x 2 layers = 5) + the head.

@@ -14,11 +14,13 @@ import yaml
 from peftbench.aggregate import (
     failure_note,
     flatten,
+    grid_summary,
     normalise,
     overall,
     pareto_front,
     peak_memory,
     runs,
+    select_settings,
     task_summary,
     win_rates,
     write_table,
@@ -42,6 +44,8 @@ def make_record(
     status: str = "ok",
     score: float | None = None,
     message: str = "",
+    setting: str = "default",
+    dev_score: float | None = None,
 ) -> dict:
     """A schema-valid result record with plausible numbers (no training)."""
     metric, chance = METRIC[task]
@@ -51,8 +55,8 @@ def make_record(
     if score is None:
         score = chance + (0.2 + 0.05 * size + 0.1 * (method == "full") + 0.01 * seed)
     record = {
-        "schema_version": "1.0",
-        "run_id": f"{model}/{method}/{task}/seed{seed}",
+        "schema_version": "1.1",
+        "run_id": f"{model}/{method}/{task}/{setting}/seed{seed}",
         "spec": {
             "model": model,
             "method": method,
@@ -60,6 +64,7 @@ def make_record(
             "seed": seed,
             "hparams": {"steps": 3, "lr": 1e-4},
             "data_dir": None,
+            "setting": setting,
         },
         "status": {"code": status, "message": message},
         "params": {
@@ -98,6 +103,10 @@ def make_record(
             "num_examples": 32,
             "values": {metric: score},
             "chance": {metric: chance},
+            "dev": {
+                "num_examples": 16,
+                "values": {metric: score if dev_score is None else dev_score},
+            },
         }
     validate_record(record)
     return record
@@ -251,6 +260,95 @@ def test_overall_counts_only_seeds_where_every_task_finished():
     assert board.loc["full", "note"] == "unsupported"
     assert math.isnan(board.loc["full", "score_mean"])
     assert board["rank"].tolist() == [1, 2] and board.index.tolist() == ["lora", "full"]
+
+
+def grid_runs(cells: dict[tuple[str, int], tuple[str, float | None, float | None]]):
+    """LoRA on minilm-l2 × docstring-match: (setting, seed) -> (status, dev, validation)."""
+    records = []
+    for (setting, seed), (status, dev, score) in cells.items():
+        records.append(
+            make_record(
+                "minilm-l2", "lora", "docstring-match", seed, status, score, "", setting, dev
+            )
+        )
+    return runs(table_of(records))
+
+
+def test_the_setting_with_the_best_dev_score_is_selected_not_the_best_validation_score():
+    tidy = grid_runs(
+        {
+            ("lr=0.001", 0): ("ok", 0.70, 0.90),
+            ("lr=0.001", 1): ("ok", 0.72, 0.88),
+            ("lr=0.005", 0): ("ok", 0.80, 0.60),
+            ("lr=0.005", 1): ("ok", 0.78, 0.62),
+        }
+    )
+    grid = grid_summary(tidy).set_index("setting")
+    assert grid.loc["lr=0.005", "selected"] and not grid.loc["lr=0.001", "selected"]
+    assert grid.loc["lr=0.005", "dev_mean"] == pytest.approx(0.79)
+    assert grid.loc["lr=0.001", "score_mean"] == pytest.approx(0.89)
+    assert (grid["settings"] == 2).all()
+    kept = select_settings(tidy)
+    assert set(kept["setting"]) == {"lr=0.005"} and len(kept) == 2
+    summary = task_summary(kept).iloc[0]
+    assert summary["setting"] == "lr=0.005"
+    assert summary["score_mean"] == pytest.approx(0.61)
+    assert summary["score_std"] == pytest.approx(math.sqrt(0.0002))
+
+
+def test_a_setting_with_an_unfinished_seed_ranks_below_complete_ones_ties_go_first():
+    tidy = grid_runs(
+        {
+            ("a", 0): ("ok", 0.6, 0.6),
+            ("a", 1): ("ok", 0.6, 0.6),
+            ("b", 0): ("ok", 0.9, 0.9),
+            ("b", 1): ("diverged", None, None),
+            ("c", 0): ("ok", 0.6, 0.7),
+            ("c", 1): ("ok", 0.6, 0.7),
+        }
+    )
+    grid = grid_summary(tidy).set_index("setting")
+    assert list(grid.index[grid["selected"]]) == ["a"]
+    assert grid.loc["b", "note"] == "1/2 diverged"
+
+
+def test_a_cell_where_every_setting_failed_keeps_one_setting_to_show_the_failure():
+    tidy = grid_runs({("a", 0): ("unsupported", None, None), ("b", 0): ("oom", None, None)})
+    kept = select_settings(tidy)
+    assert list(kept["setting"]) == ["a"] and list(kept["status"]) == ["unsupported"]
+
+
+def test_records_of_schema_1_0_read_as_the_default_setting_without_dev_scores():
+    record = make_record("minilm-l2", "lora", "docstring-match", 0)
+    record["schema_version"] = "1.0"
+    record["run_id"] = "minilm-l2/lora/docstring-match/seed0"
+    del record["spec"]["setting"], record["metrics"]["dev"]
+    validate_record(record)
+    tidy = runs(table_of([record]))
+    assert tidy.loc[0, "setting"] == "default" and math.isnan(tidy.loc[0, "dev_score"])
+    assert select_settings(tidy)["score"].tolist() == tidy["score"].tolist()
+
+
+def test_grid_section_shows_every_setting_and_the_selected_one(tmp_path):
+    records = [
+        make_record("minilm-l2", "lora", "docstring-match", 0, "ok", 0.9, "", "lr=0.001", 0.5),
+        make_record("minilm-l2", "lora", "docstring-match", 0, "ok", 0.6, "", "lr=0.005", 0.8),
+        make_record("minilm-l2", "full", "docstring-match", 0, "ok", 0.7, "", "default", 0.7),
+    ]
+    write_table(table_of(records), tmp_path / "table.csv")
+    write_reports(
+        tmp_path / "table.csv", tmp_path / "lb.md", tmp_path / "lb.html", tables_dir=tmp_path
+    )
+    markdown = (tmp_path / "lb.md").read_text()
+    selection = markdown.split("## Hyperparameter selection")[1]
+    assert "| docstring-match | lora | minilm-l2 | lr=0.005 | 0.800 | 0.600 | ✓ |" in selection
+    assert "| docstring-match | lora | minilm-l2 | lr=0.001 | 0.500 | 0.900 |  |" in selection
+    task_section = markdown.split("## docstring-match")[1].split("##")[0]
+    assert "lr=0.005" in task_section and "0.900" not in task_section
+    assert "(3 hyperparameter settings)" in markdown
+    grid = pd.read_csv(tmp_path / "grid.csv")
+    assert grid["selected"].sum() == 2 and len(grid) == 3
+    assert 'id="grid"' in (tmp_path / "lb.html").read_text()
 
 
 def test_md_escape():

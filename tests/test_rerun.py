@@ -29,7 +29,7 @@ from tests.test_faults import FAULTY_METHODS, PLUGIN_PACKAGE, on_pythonpath, wri
 
 METHODS = ["lora-copy", "slow"]
 BUDGET = {"steps": 20, "batch_size": 4, "max_length": 16}
-RUN = "results/runs/minilm-l2/{method}/docstring-match/seed0/result.json"
+RUN = "results/runs/minilm-l2/{method}/docstring-match/default/seed0/result.json"
 VARYING = ("timing", "throughput", "memory")
 """Record fields that measure the machine, not the result."""
 

@@ -57,3 +57,27 @@ def test_fp16_on_cpu_is_recorded_as_unsupported(tmp_path):
 def test_divergence_is_recorded(tmp_path):
     record = run_once(tmp_path, method="full", lr=1e12)
     assert record["status"]["code"] == "diverged", record["status"]
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("method", ["lora", "prompt_tuning"])
+def test_causal_lm_task_on_local_decoders(tmp_path, model, method):
+    """A decoder scores each class's answer after the prompt (10 multi-token package names):
+    the run trains the answer's likelihood up and evaluates on validation and dev."""
+    hp = {**TINY, "steps": 6, "max_length": 48, "max_eval_examples": 20, "lr": 1e-2}
+    spec = resolve_spec(model, method, "docstring-module-lm", 0, hp)
+    record = execute(spec, tmp_path / "r", threads=1, command="test", lock_dir=tmp_path / "l")
+    assert record["status"]["code"] == "ok", record["status"]
+    losses = record["training"]["losses"]
+    assert losses[-1] < losses[0]
+    assert record["metrics"]["num_examples"] == 20
+    assert record["metrics"]["dev"]["num_examples"] == 20
+    assert record["metrics"]["chance"]["accuracy"] < 0.5  # 10 balanced classes
+    assert record["params"]["trainable_head"] == 0  # the LM head is pretrained, not a task head
+
+
+def test_encoder_only_methods_are_recorded_unsupported_on_a_decoder(tmp_path):
+    spec = resolve_spec("tiny-gpt2", "mam", "docstring-match-lm", 0, TINY)
+    record = execute(spec, tmp_path / "r", threads=1, command="test", lock_dir=tmp_path / "l")
+    assert record["status"]["code"] == "unsupported"
+    assert "gpt2" in record["status"]["message"]

@@ -32,7 +32,7 @@ def test_bad_values_are_refused(key, value, fragment):
 
 def test_spec_checks_names_and_seed():
     spec = resolve_spec("minilm-l2", "bitfit", "docstring-match", 3)
-    assert spec.run_id == "minilm-l2/bitfit/docstring-match/seed3"
+    assert spec.run_id == "minilm-l2/bitfit/docstring-match/default/seed3"
     with pytest.raises(SpecError, match="seed"):
         resolve_spec("minilm-l2", "bitfit", "docstring-match", -1)
 
@@ -41,3 +41,53 @@ def test_parse_assignments():
     assert parse_assignments(["lr=1e-3", " r = 4"]) == {"lr": "1e-3", "r": "4"}
     with pytest.raises(SpecError, match="key=value"):
         parse_assignments(["lr"])
+
+
+def test_grid_points_cross_the_axes_in_name_order():
+    from peftbench.grid import grid_points, setting_label
+
+    points = grid_points({"r": [4, 8], "lr": [1e-3, 5e-3]})
+    assert points == [
+        {"lr": 1e-3, "r": 4},
+        {"lr": 1e-3, "r": 8},
+        {"lr": 5e-3, "r": 4},
+        {"lr": 5e-3, "r": 8},
+    ]
+    assert [setting_label(p) for p in points[:2]] == ["lr=0.001,r=4", "lr=0.001,r=8"]
+    assert grid_points(None) == [{}] and setting_label({}) == "default"
+
+
+def test_setting_labels_are_folder_safe_and_unique():
+    from peftbench.grid import LABEL, setting_label
+
+    a = setting_label({"target_modules": "query value"})
+    b = setting_label({"target_modules": "query/value"})
+    assert LABEL.fullmatch(a) and LABEL.fullmatch(b) and a != b
+    assert a.startswith("target_modules=query-value-")
+
+
+def test_a_bad_setting_label_is_refused_with_the_allowed_characters():
+    with pytest.raises(SpecError, match=r"setting 'a/b': use only letters"):
+        resolve_spec("minilm-l2", "lora", "docstring-match", 0, setting="a/b")
+
+
+def test_a_grid_sweep_plans_one_run_per_setting_with_its_values():
+    from peftbench.sweep import plan_sweep
+
+    config = {
+        "models": ["minilm-l2"],
+        "methods": ["lora", "bitfit"],
+        "tasks": ["docstring-match"],
+        "seeds": [0, 1],
+        "budget": {"steps": 3, "batch_size": 8, "max_length": 32},
+        "method_hparams": {"lora": {"lr": 1e-4, "r": 4}},
+        "grid": {"lora": {"lr": [1e-3, 5e-3]}},
+    }
+    sweep = plan_sweep(config)
+    ids = sorted(spec.run_id for spec in sweep.specs)
+    assert len(ids) == 6
+    assert "minilm-l2/lora/docstring-match/lr=0.005/seed1" in ids
+    assert "minilm-l2/bitfit/docstring-match/default/seed0" in ids
+    lora = [s for s in sweep.specs if s.setting == "lr=0.005"]
+    assert {s.hparams["lr"] for s in lora} == {5e-3} and {s.hparams["r"] for s in lora} == {4}
+    assert "--set lr=0.005" in sweep.set_args("lora", "lr=0.005")

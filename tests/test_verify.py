@@ -19,8 +19,8 @@ from tests.conftest import run_cli
 
 TINY = {"steps": 2, "batch_size": 4, "max_length": 16, "max_eval_examples": 16}
 RUNS = {
-    "full": "minilm-l2/full/docstring-match/seed0",
-    "lora": "minilm-l2/lora/docstring-match/seed0",
+    "full": "minilm-l2/full/docstring-match/default/seed0",
+    "lora": "minilm-l2/lora/docstring-match/default/seed0",
 }
 
 
@@ -87,7 +87,7 @@ def no_command(results: Path) -> None:
 
 
 def misplaced(results: Path) -> None:
-    moved = results / "runs/minilm-l2/lora/docstring-match/seed1/result.json"
+    moved = results / "runs/minilm-l2/lora/docstring-match/default/seed1/result.json"
     moved.parent.mkdir(parents=True)
     shutil.copy(record_path(results, "lora"), moved)
 
@@ -106,20 +106,21 @@ def never_aggregated(results: Path) -> None:
     (results / "leaderboard.csv").unlink()
 
 
-LORA = "runs/minilm-l2/lora/docstring-match/seed0/result.json"
+LORA_ID = "minilm-l2/lora/docstring-match/default/seed0"
+LORA = f"runs/{LORA_ID}/result.json"
 
 
 @pytest.mark.parametrize(
     "damage, where, fragments",
     [
         (corrupt, LORA, ["not valid JSON"]),
-        (corrupt, "leaderboard.csv", ["minilm-l2/lora/docstring-match/seed0", "not a valid"]),
-        (old_schema, LORA, ["schema_version '0.9'", "reads '1.0'"]),
+        (corrupt, "leaderboard.csv", [LORA_ID, "not a valid"]),
+        (old_schema, LORA, ["schema_version '0.9'", "reads '1.0', '1.1'"]),
         (other_data, LORA, ["data_fingerprint sha256:0ther differs", "task 'docstring-match'"]),
         (other_weights, LORA, ["model_fingerprint sha256:0ther differs", "model 'minilm-l2'"]),
         (no_command, LORA, ["provenance.command is empty"]),
         (misplaced, "seed1/result.json", ["holds run", "seed0"]),
-        (deleted, "leaderboard.csv", ["minilm-l2/lora/docstring-match/seed0", "is missing"]),
+        (deleted, "leaderboard.csv", [LORA_ID, "is missing"]),
         (stale_table, "leaderboard.csv", ["says status 'failed'", "says 'ok'"]),
         (never_aggregated, "leaderboard.csv", ["never aggregated"]),
     ],
@@ -137,7 +138,7 @@ def test_verify_command_fails_on_problems(results):
     deleted(results)
     checked = run_cli("verify", str(results), check=False)
     assert checked.returncode == 1
-    assert "leaderboard.csv: row 'minilm-l2/lora/docstring-match/seed0'" in checked.stdout
+    assert "leaderboard.csv: row 'minilm-l2/lora/docstring-match/default/seed0'" in checked.stdout
     assert "1 valid records, 1 problems" in checked.stderr
 
 
