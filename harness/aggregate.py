@@ -200,10 +200,10 @@ def grid_summary(runs: pd.DataFrame) -> pd.DataFrame:
     return grid.drop(columns="order").sort_values([*CELL, "setting"]).reset_index(drop=True)
 
 
-def select_settings(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs of each task × method × model's selected setting (see :func:`grid_summary`)."""
-    chosen = grid_summary(runs)
-    keys = chosen.loc[chosen["selected"], [*CELL, "setting"]]
+def select_settings(runs: pd.DataFrame, grid: pd.DataFrame) -> pd.DataFrame:
+    """The runs of each task × method × model's selected setting; ``grid`` is
+    :func:`grid_summary` of the same runs."""
+    keys = grid.loc[grid["selected"], [*CELL, "setting"]]
     return runs.merge(keys, on=[*CELL, "setting"], how="inner")
 
 

@@ -42,7 +42,8 @@ def carve_dev(data: DatasetDict) -> DatasetDict:
 
 def tokenize_task(task_name: str, model_name: str, max_length: int, data_dir: str | None = None):
     """The task's ``train``, ``dev`` (carved from train) and ``validation`` splits tokenized for
-    the model, and what a run needs to know of them (:func:`tokenized_meta`).
+    the model, and the metadata a run checks and uses (task, tokenizer, length, fingerprint,
+    head, answer token ids, split sizes).
 
     ``classification`` tasks: ``input_ids``, ``attention_mask``, ``token_type_ids`` where the
     tokenizer makes them, and the class as ``labels``. ``causal-lm`` tasks: the prompt followed

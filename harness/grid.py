@@ -42,7 +42,7 @@ def setting_label(point: dict[str, Any]) -> str:
     if LABEL.fullmatch(text):
         return text
     safe = re.sub(r"[^A-Za-z0-9._=,+-]+", "-", text)
-    return f"{safe}~{hashlib.sha256(text.encode()).hexdigest()[:8]}".replace("~", "-")
+    return f"{safe}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def check_label(label: str) -> str:

@@ -59,10 +59,15 @@ class ModelSource:
         """The same task model on the meta device: structure without weights (for counting)."""
         import torch
 
-        config = self.config(**({"num_labels": num_labels} if head == "classification" else {}))
+        config = self.config(**head_config(head, num_labels))
         with torch.device("meta"):
             model = auto_class(head).from_config(config)
         return LoadedModel(model, model_info(self.name, model, head=head), "config-only")
+
+
+def head_config(head: str, num_labels: int) -> dict[str, Any]:
+    """Config overrides for ``head``: a classifier's label count; nothing for an LM head."""
+    return {"num_labels": num_labels} if head == "classification" else {}
 
 
 def auto_class(head: str) -> Any:
@@ -153,10 +158,9 @@ class TransformersModel(ModelSource):
         return AutoTokenizer.from_pretrained(self.path(), trust_remote_code=self.trust_remote_code)
 
     def load(self, num_labels: int, head: str = "classification") -> LoadedModel:
-        labels = {"num_labels": num_labels} if head == "classification" else {}
         model, loading = auto_class(head).from_pretrained(
             self.path(),
-            config=self.config(**labels),
+            config=self.config(**head_config(head, num_labels)),
             use_safetensors=True,
             trust_remote_code=self.trust_remote_code,
             output_loading_info=True,

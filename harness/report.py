@@ -378,7 +378,7 @@ def context(table: pd.DataFrame, docs: str = DOCS) -> dict:
     """Everything both templates show, and the frames behind the tables."""
     every = runs(table)
     grid = grid_summary(every)
-    tidy = select_settings(every)
+    tidy = select_settings(every, grid)
     summary = task_summary(tidy)
     board = overall(tidy)
     tasks = [

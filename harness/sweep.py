@@ -229,8 +229,8 @@ def budget_problems(spec: RunSpec) -> list[str]:
 
     size = getattr(TASKS.get(spec.task), "train_size", None)
     batch = spec.hparams["batch_size"]
-    if size is not None and batch > train_examples(size):
-        left = train_examples(size)
+    left = None if size is None else train_examples(size)
+    if left is not None and batch > left:
         return [
             f"batch_size={batch} for {spec.method}: larger than the {left} training examples of "
             f"task {spec.task!r} ({size} less the dev split); valid: 1 to {left}"

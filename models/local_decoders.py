@@ -18,7 +18,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from peftbench import register_model
-from peftbench.model import LoadedModel, ModelSource, auto_class, model_info, weights_fingerprint
+from peftbench.model import (
+    LoadedModel,
+    ModelSource,
+    auto_class,
+    head_config,
+    model_info,
+    weights_fingerprint,
+)
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -80,10 +87,9 @@ class LocalDecoder(ModelSource):
         import torch
         from safetensors import safe_open
 
-        labels = {"num_labels": num_labels} if head == "classification" else {}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(INIT_SEED)
-            model = auto_class(head).from_config(self.config(**labels))
+            model = auto_class(head).from_config(self.config(**head_config(head, num_labels)))
         with safe_open(f"{minilm_path()}/model.safetensors", "pt") as weights:
             embeddings = weights.get_tensor("embeddings.word_embeddings.weight")
         with torch.no_grad():

@@ -288,7 +288,7 @@ def test_the_setting_with_the_best_dev_score_is_selected_not_the_best_validation
     assert grid.loc["lr=0.005", "dev_mean"] == pytest.approx(0.79)
     assert grid.loc["lr=0.001", "score_mean"] == pytest.approx(0.89)
     assert (grid["settings"] == 2).all()
-    kept = select_settings(tidy)
+    kept = select_settings(tidy, grid_summary(tidy))
     assert set(kept["setting"]) == {"lr=0.005"} and len(kept) == 2
     summary = task_summary(kept).iloc[0]
     assert summary["setting"] == "lr=0.005"
@@ -314,7 +314,7 @@ def test_a_setting_with_an_unfinished_seed_ranks_below_complete_ones_ties_go_fir
 
 def test_a_cell_where_every_setting_failed_keeps_one_setting_to_show_the_failure():
     tidy = grid_runs({("a", 0): ("unsupported", None, None), ("b", 0): ("oom", None, None)})
-    kept = select_settings(tidy)
+    kept = select_settings(tidy, grid_summary(tidy))
     assert list(kept["setting"]) == ["a"] and list(kept["status"]) == ["unsupported"]
 
 
@@ -326,7 +326,7 @@ def test_records_of_schema_1_0_read_as_the_default_setting_without_dev_scores():
     validate_record(record)
     tidy = runs(table_of([record]))
     assert tidy.loc[0, "setting"] == "default" and math.isnan(tidy.loc[0, "dev_score"])
-    assert select_settings(tidy)["score"].tolist() == tidy["score"].tolist()
+    assert select_settings(tidy, grid_summary(tidy))["score"].tolist() == tidy["score"].tolist()
 
 
 def test_grid_section_shows_every_setting_and_the_selected_one(tmp_path):
