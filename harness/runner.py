@@ -26,6 +26,7 @@ from peftbench.measure import (
     phase,
     synchronize,
 )
+from peftbench.method import is_head
 from peftbench.quantize import BITS, quantize_linears, quantized_parameters
 from peftbench.record import SCHEMA_VERSION, write_record
 from peftbench.registry import METHODS, MODELS, TASKS
@@ -192,8 +193,9 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
     )
     train_loader, eval_loader, dev_loader = _loaders(data, source, hp, spec.seed, task.head)
     score = partial(_predict, answers=meta.get("answer_ids"), batch_size=hp["eval_batch_size"])
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=hp["lr"], weight_decay=hp["weight_decay"])
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, info, hp), lr=hp["lr"], weight_decay=hp["weight_decay"]
+    )
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(
@@ -317,6 +319,17 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 def class_labels(split) -> list[int]:
     column = next(c for c in CLASS_COLUMNS if c in split.column_names)
     return list(split[column])
+
+
+def _param_groups(model, info, hp) -> list[dict[str, Any]]:
+    """The trainable parameters as AdamW groups: the task head at ``head_lr`` when set."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not hp["head_lr"]:
+        return [{"params": [p for _, p in trainable]}]
+    head = [p for n, p in trainable if is_head(n, info)]
+    rest = [p for n, p in trainable if not is_head(n, info)]
+    groups = [{"params": rest}, {"params": head, "lr": hp["head_lr"]}]
+    return [group for group in groups if group["params"]]
 
 
 def _loaders(data, source, hp, seed, head):

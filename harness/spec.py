@@ -19,10 +19,12 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "max_length": 64,
     "warmup_ratio": 0.06,
     "weight_decay": 0.0,
+    "head_lr": 0.0,
     "precision": "fp32",
     "max_eval_examples": 0,
 }
-"""Training budget and loop settings shared by all methods (``max_eval_examples`` 0: all)."""
+"""Training budget and loop settings shared by all methods (``max_eval_examples`` 0: all;
+``head_lr`` 0: the task head trains at ``lr``, like everything else)."""
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "nf4")
 """fp32; bf16/fp16 mixed precision; int8/nf4: the base quantized with bitsandbytes."""
@@ -101,6 +103,8 @@ def check_hparams(hp: dict[str, Any]) -> None:
         raise SpecError(f"warmup_ratio={hp['warmup_ratio']!r}: must be in [0, 1)")
     if hp["lr"] <= 0:
         raise SpecError(f"lr={hp['lr']!r}: must be positive")
+    if hp["head_lr"] < 0:
+        raise SpecError(f"head_lr={hp['head_lr']!r}: must be >= 0 (0: the same as lr)")
     if hp["max_eval_examples"] < 0:
         raise SpecError(f"max_eval_examples={hp['max_eval_examples']!r}: must be >= 0 (0: all)")
 

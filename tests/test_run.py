@@ -81,3 +81,23 @@ def test_encoder_only_methods_are_recorded_unsupported_on_a_decoder(tmp_path):
     record = execute(spec, tmp_path / "r", threads=1, command="test", lock_dir=tmp_path / "l")
     assert record["status"]["code"] == "unsupported"
     assert "gpt2" in record["status"]["message"]
+
+
+@pytest.mark.parametrize("method", ["prompt_tuning", "lora"])
+def test_head_lr_gives_the_task_head_its_own_rate(method):
+    from peftbench.params import adapt
+    from peftbench.registry import METHODS, MODELS
+    from peftbench.runner import _param_groups
+    from peftbench.spec import resolve_hparams
+
+    loaded = MODELS.get("minilm-l2").load(num_labels=2)
+    hp = resolve_hparams(method, {"head_lr": 1e-3})
+    model, _ = adapt(loaded.model, METHODS.get(method), hp, loaded.info)
+    rest, head = _param_groups(model, loaded.info, hp)
+    head_names = {n for n, p in model.named_parameters() if any(p is q for q in head["params"])}
+    assert head["lr"] == 1e-3 and "lr" not in rest  # the rest keeps the optimizer's lr
+    assert head_names and all(".classifier." in f".{n}" for n in head_names)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert sum(p.numel() for group in (rest, head) for p in group["params"]) == trainable
+    (only,) = _param_groups(model, loaded.info, {**hp, "head_lr": 0.0})
+    assert len(only["params"]) == len(rest["params"]) + len(head["params"])
