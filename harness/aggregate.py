@@ -91,6 +91,31 @@ def normalise(score: pd.Series, chance: pd.Series, best: pd.Series | float = 1.0
     return ((score - chance) / span).where(span != 0)
 
 
+CHANCE_ALPHA = 0.01
+"""Significance level of the test that a run's accuracy is above chance."""
+
+
+def above_chance_p(
+    accuracy: pd.Series, chance: pd.Series, examples: pd.Series, metric: pd.Series
+) -> pd.Series:
+    """One-sided exact binomial test of each run's accuracy on ``examples`` validation examples
+    against the majority-class rate ``chance``: the p-value of scoring at least as many right by
+    guessing at that rate. Missing for other metrics (their examples are not Bernoulli trials)."""
+    from scipy.stats import binomtest
+
+    def test(row: pd.Series) -> float:
+        if row["metric"] != "accuracy" or row[["accuracy", "chance", "examples"]].isna().any():
+            return np.nan
+        n = int(row["examples"])
+        right = round(row["accuracy"] * n)
+        return binomtest(right, n, row["chance"], alternative="greater").pvalue
+
+    frame = pd.DataFrame(
+        {"accuracy": accuracy, "chance": chance, "examples": examples, "metric": metric}
+    )
+    return frame.apply(test, axis=1, result_type="reduce").astype(float)
+
+
 def peak_memory(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """Training peak memory (bytes) and its kind: GPU peak allocated if measured, else CPU RSS."""
     gpu = column(table, "memory.train_gpu_peak_allocated_bytes").astype(float)
@@ -112,6 +137,7 @@ def runs(table: pd.DataFrame) -> pd.DataFrame:
     trainable = column(table, "params.trainable").astype(float)
     stored = column(table, "params.stored").astype(float)
     memory, memory_kind = peak_memory(table)
+    examples = column(table, "metrics.num_examples").astype(float)
     return pd.DataFrame(
         {
             "task": table["spec.task"].astype(str),
@@ -129,6 +155,7 @@ def runs(table: pd.DataFrame) -> pd.DataFrame:
             "dev_score": primary_value(table, "metrics.dev.values").where(ok),
             "chance": chance.where(ok),
             "normalised": normalise(score, chance, best).where(ok),
+            "chance_p": above_chance_p(score, chance, examples, metric).where(ok),
             "base_total": base,
             "trainable": trainable,
             "trainable_pct": column(table, "params.trainable_pct").fillna(100 * trainable / base),
@@ -209,7 +236,8 @@ def select_settings(runs: pd.DataFrame, grid: pd.DataFrame) -> pd.DataFrame:
 
 def task_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Per task × method × model: mean and std over seeds of the score, costs, failures (one
-    setting per cell: pass the runs :func:`select_settings` keeps)."""
+    setting per cell: pass the runs :func:`select_settings` keeps). ``chance_p`` is the largest
+    over seeds of :func:`above_chance_p`: below :data:`CHANCE_ALPHA`, every seed beat chance."""
     grouped = runs.groupby(CELL, sort=True)
     summary = grouped.agg(
         setting=("setting", _first),
@@ -219,6 +247,7 @@ def task_summary(runs: pd.DataFrame) -> pd.DataFrame:
         score_std=("score", "std"),
         normalised_mean=("normalised", "mean"),
         normalised_std=("normalised", "std"),
+        chance_p=("chance_p", "max"),
         seeds_ok=("score", "count"),
         seeds=("seed", "nunique"),
         note=("status", failure_note),

@@ -22,6 +22,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from peftbench.aggregate import (
+    CHANCE_ALPHA,
     ROW,
     STATUS_TEXT,
     column,
@@ -51,6 +52,9 @@ GLOSSARY = {
     "majority-class predictor, 1 is perfect (best = 1 for accuracy and Matthews correlation), "
     "so tasks with different metrics average. The overall score averages it over tasks "
     "per seed (seeds where every task finished), then over seeds.",
+    "above chance": f"Whether the accuracy beats the majority-class rate: a one-sided exact "
+    f"binomial test on the validation examples, at level {CHANCE_ALPHA} for every seed (the "
+    "largest p-value over seeds is shown). Blank for metrics other than accuracy.",
     "win rate": "Share of the other rows that this row beats on a task (normalised score; ties "
     "count half; a run that did not finish loses), averaged over tasks.",
     "model params": "base_total: parameters of the pretrained backbone, task head excluded.",
@@ -143,6 +147,13 @@ def score_cell(mean: float, std: float, seeds: int, note: str) -> Cell:
     if pd.isna(mean):
         return Cell(note or "n/a", failed=bool(note))
     return Cell(fmt_score(mean, std, seeds), float(mean), note)
+
+
+def chance_cell(p_value: float) -> Cell:
+    """``yes (p=0.0003)`` / ``no (p=0.21)`` for :data:`GLOSSARY` "above chance"."""
+    if math.isnan(p_value):
+        return Cell(MISSING)
+    return Cell(f"{'yes' if p_value < CHANCE_ALPHA else 'no'} (p={p_value:.2g})", -p_value)
 
 
 def name(value: str) -> Cell:
@@ -238,6 +249,7 @@ def task_table(task: str, summary: pd.DataFrame, task_runs: pd.DataFrame, index:
         *([Column("setting", numeric=False, help=GLOSSARY["setting"])] if gridded else []),
         Column(metric_name, help=GLOSSARY["score"]),
         Column("normalised", help=GLOSSARY["normalised"]),
+        Column("above chance", numeric=False, help=GLOSSARY["above chance"]),
         *cost_columns(memory_title),
     ]
     rows = []
@@ -251,6 +263,7 @@ def task_table(task: str, summary: pd.DataFrame, task_runs: pd.DataFrame, index:
                 *([name(row["setting"])] if gridded else []),
                 score_cell(row["score_mean"], row["score_std"], seeds, note),
                 score_cell(row["normalised_mean"], row["normalised_std"], seeds, note),
+                chance_cell(row["chance_p"]),
                 *cost_cells(row, kind_in_cell),
             ]
         )

@@ -7,11 +7,13 @@ import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from peftbench.aggregate import (
+    above_chance_p,
     failure_note,
     flatten,
     grid_summary,
@@ -161,6 +163,40 @@ def test_normalise_maps_chance_to_zero_and_best_to_one():
     result = normalise(score, chance, 1.0)
     assert result.iloc[:4].tolist() == pytest.approx([0.5, 0.0, 1.0, 0.4])
     assert math.isnan(result.iloc[4])  # chance already perfect: nothing to normalise by
+
+
+def test_above_chance_is_an_exact_one_sided_binomial_test():
+    # P(X >= 60 | n=100, p=0.5) = 0.028444 (binomial tail); 50/100 is chance itself.
+    accuracy = pd.Series([0.6, 0.5, 0.6, 0.3, 0.9])
+    chance = pd.Series([0.5, 0.5, 0.5, 0.0, 0.5])
+    examples = pd.Series([100, 100, 100, 100, np.nan])
+    metric = pd.Series(["accuracy"] * 3 + ["matthews_correlation", "accuracy"])
+    p = above_chance_p(accuracy, chance, examples, metric)
+    assert p[0] == pytest.approx(0.028444, abs=1e-6)
+    assert p[1] == pytest.approx(0.539795, abs=1e-6)  # P(X >= 50): half the mass and the mode
+    assert p[2] == p[0]
+    assert p[3:].isna().all()  # not accuracy; no example count
+
+
+def test_task_tables_say_whether_each_cell_beats_chance(tmp_path):
+    records = [
+        make_record("minilm-l2", "lora", "docstring-match", 0, score=0.8),
+        make_record("minilm-l2", "bitfit", "docstring-match", 0, score=0.5),
+        make_record("minilm-l2", "bitfit", "docstring-match", 1, score=0.9),
+        make_record("minilm-l2", "lora", "glue/cola", 0, score=0.3),
+    ]
+    summary = task_summary(runs(table_of(records))).set_index(["task", "method"])
+    # 32 examples at chance 0.5: 26/32 right has p = 0.00027; 16/32 has p = 0.57.
+    assert summary.at[("docstring-match", "lora"), "chance_p"] < 0.001
+    assert summary.at[("docstring-match", "bitfit"), "chance_p"] > 0.5  # the worse seed counts
+    assert np.isnan(summary.at[("glue/cola", "lora"), "chance_p"])
+    csv = tmp_path / "leaderboard.csv"
+    write_table(table_of(records), csv)
+    md = tmp_path / "leaderboard.md"
+    write_reports(csv, md, tmp_path / "leaderboard.html", tables_dir=tmp_path / "tables")
+    section = md.read_text().split("## docstring-match")[1].split("\n## ")[0]
+    rows = {line.split(" | ")[1]: line for line in section.splitlines() if "minilm-l2" in line}
+    assert "| yes (p=0.00027) |" in rows["lora"] and "| no (p=0.57) |" in rows["bitfit"]
 
 
 def test_runs_normalises_accuracy_and_mcc_alike_and_drops_failed_scores():
