@@ -101,19 +101,12 @@ def above_chance_p(
     """One-sided exact binomial test of each run's accuracy on ``examples`` validation examples
     against the majority-class rate ``chance``: the p-value of scoring at least as many right by
     guessing at that rate. Missing for other metrics (their examples are not Bernoulli trials)."""
-    from scipy.stats import binomtest
+    from scipy.stats import binom
 
-    def test(row: pd.Series) -> float:
-        if row["metric"] != "accuracy" or row[["accuracy", "chance", "examples"]].isna().any():
-            return np.nan
-        n = int(row["examples"])
-        right = round(row["accuracy"] * n)
-        return binomtest(right, n, row["chance"], alternative="greater").pvalue
-
-    frame = pd.DataFrame(
-        {"accuracy": accuracy, "chance": chance, "examples": examples, "metric": metric}
-    )
-    return frame.apply(test, axis=1, result_type="reduce").astype(float)
+    right = (accuracy * examples).round()
+    # P(X >= right) for X ~ Binomial(examples, chance), as scipy's binomtest computes it.
+    tail = pd.Series(binom.sf(right - 1, examples, chance), index=accuracy.index, dtype=float)
+    return tail.where(metric == "accuracy")
 
 
 def peak_memory(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
