@@ -15,8 +15,9 @@ from typing import Any
 
 DEFAULT_SETTING = "default"
 """The label of the single setting of a method without a grid."""
-LABEL = re.compile(r"[A-Za-z0-9._=,+-]+")
+LABEL_CHARS = "A-Za-z0-9._=,+-"
 """What a setting label may contain (it names a folder and a Snakemake wildcard)."""
+LABEL = re.compile(f"[{LABEL_CHARS}]+")
 
 
 def grid_points(axes: dict[str, list[Any]] | None) -> list[dict[str, Any]]:
@@ -41,7 +42,7 @@ def setting_label(point: dict[str, Any]) -> str:
     text = ",".join(f"{name}={format_value(point[name])}" for name in sorted(point))
     if LABEL.fullmatch(text):
         return text
-    safe = re.sub(r"[^A-Za-z0-9._=,+-]+", "-", text)
+    safe = re.sub(f"[^{LABEL_CHARS}]+", "-", text)
     return f"{safe}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
