@@ -230,7 +230,7 @@ def select_settings(runs: pd.DataFrame, grid: pd.DataFrame) -> pd.DataFrame:
 def task_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Per task × method × model: mean and std over seeds of the score, costs, failures (one
     setting per cell: pass the runs :func:`select_settings` keeps). ``chance_p`` is the largest
-    over seeds of :func:`above_chance_p`: below :data:`CHANCE_ALPHA`, every seed beat chance."""
+    over finished seeds of :func:`above_chance_p`: below :data:`CHANCE_ALPHA`, each beat chance."""
     grouped = runs.groupby(CELL, sort=True)
     summary = grouped.agg(
         setting=("setting", _first),

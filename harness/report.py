@@ -53,8 +53,8 @@ GLOSSARY = {
     "so tasks with different metrics average. The overall score averages it over tasks "
     "per seed (seeds where every task finished), then over seeds.",
     "above chance": f"Whether the accuracy beats the majority-class rate: a one-sided exact "
-    f"binomial test on the validation examples, at level {CHANCE_ALPHA} for every seed (the "
-    "largest p-value over seeds is shown). Blank for metrics other than accuracy.",
+    f"binomial test on the validation examples, at level {CHANCE_ALPHA} for every finished "
+    "seed (the largest p-value over seeds is shown). Blank for metrics other than accuracy.",
     "win rate": "Share of the other rows that this row beats on a task (normalised score; ties "
     "count half; a run that did not finish loses), averaged over tasks.",
     "model params": "base_total: parameters of the pretrained backbone, task head excluded.",
