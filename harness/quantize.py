@@ -8,20 +8,32 @@ both on CPU and GPU.
 
 from __future__ import annotations
 
+import sys
+
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from peftbench.backends import require
 from peftbench.method import is_head
 from peftbench.model import ModelInfo
 
 BITS = {"int8": 8, "nf4": 4}
 """Precision values that quantize the base, and their bit width."""
+INSTALL = "pip install 'bitsandbytes>=0.45'"
+
+
+def bitsandbytes(precision: str):
+    """The bitsandbytes module, or :class:`peftbench.backends.MissingBackendError` naming the
+    precision that needs it and the install command."""
+    return require("bitsandbytes", f"precision {precision}", INSTALL)
 
 
 def quantized_parameters(model: nn.Module) -> list[str]:
-    """Names of the parameters that bitsandbytes stores quantized."""
-    import bitsandbytes as bnb
-
+    """Names of the parameters that bitsandbytes stores quantized (none where bitsandbytes was
+    never imported: then no layer can be one of its)."""
+    bnb = sys.modules.get("bitsandbytes")
+    if bnb is None:
+        return []
     return [
         f"{name}.weight"
         for name, module in model.named_modules()
@@ -35,7 +47,7 @@ def quantize_linears(model: nn.Module, info: ModelInfo, bits: int) -> int:
 
     The weights are quantized where the model lives (CPU or GPU); compute runs in their dtype.
     """
-    import bitsandbytes as bnb
+    bnb = bitsandbytes(next(p for p, b in BITS.items() if b == bits))
 
     replaced = 0
     for parent_name, parent in list(model.named_modules()):

@@ -1,8 +1,11 @@
 """One run: load, adapt, train for a fixed budget, evaluate, count, write one result record.
 
-Every outcome becomes a record: ``ok``, or ``oom`` / ``unsupported`` / ``diverged`` / ``failed``
-with a message, so a sweep goes on past a failed combination. Only an interrupted process
-(a signal) leaves no record, and then Snakemake reruns the job.
+Every outcome of the combination becomes a record: ``ok``, or ``oom`` / ``unsupported`` /
+``diverged`` / ``failed`` with a message, so a sweep goes on past a failed combination. What
+says that the environment or the harness is broken (an import error, unreadable tokenized data,
+a model whose files cannot be found, a record that fails its own schema) is not a result: it
+raises :class:`HarnessError`, no record is written, and the job fails loudly. An interrupted
+process (a signal) leaves no record either, and then Snakemake reruns the job.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench import __version__
+from peftbench.backends import MissingBackendError
 from peftbench.device import DevicesBusyError
 from peftbench.measure import (
     expected_memory,
@@ -27,7 +31,7 @@ from peftbench.measure import (
     synchronize,
 )
 from peftbench.method import is_head
-from peftbench.quantize import BITS, quantize_linears, quantized_parameters
+from peftbench.quantize import BITS, bitsandbytes, quantize_linears, quantized_parameters
 from peftbench.record import SCHEMA_VERSION, write_record
 from peftbench.registry import METHODS, MODELS, TASKS
 from peftbench.spec import RunSpec
@@ -42,6 +46,10 @@ class Unsupported(Exception):
 
 class Diverged(Exception):
     """The training loss became NaN or infinite."""
+
+
+class HarnessError(RuntimeError):
+    """The environment or the harness is broken, not the combination: no record is written."""
 
 
 def empty_record(spec: RunSpec, command: str) -> dict[str, Any]:
@@ -92,7 +100,7 @@ def classify_failure(error: BaseException) -> tuple[str, str]:
     import torch
 
     text = f"{type(error).__name__}: {error}"
-    if isinstance(error, Unsupported):
+    if isinstance(error, (Unsupported, MissingBackendError)):
         return "unsupported", str(error)
     if isinstance(error, Diverged):
         return "diverged", str(error)
@@ -120,7 +128,12 @@ def execute(
         _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir)
     except DevicesBusyError:  # no free GPU is not a result of the run: the job fails, reruns
         raise
-    except Exception as error:  # every failure is data; signals are not caught
+    except MissingBackendError as error:  # an optional package this combination needs
+        record["status"] = {"code": "unsupported", "message": str(error)}
+        record["metrics"] = {}
+    except ImportError as error:  # a broken environment is not a result
+        raise HarnessError(f"{type(error).__name__}: {error}") from error
+    except Exception as error:  # every failure of the combination is data; signals are not caught
         code, message = classify_failure(error)
         record["status"] = {"code": code, "message": message}
         record["metrics"] = {}
@@ -146,10 +159,16 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
     precision = hp["precision"]
     if precision == "fp16" and device == "cpu":
         raise Unsupported("fp16 mixed precision needs a CUDA device; this run is on the CPU")
+    if precision in BITS:  # before any expensive work: the backend this precision needs
+        bitsandbytes(precision)
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
 
-    data, meta = _load_data(spec, tokenized_dir)
+    try:
+        data, meta = _load_data(spec, tokenized_dir)
+    except Exception as error:  # the task's data is an input of every run, not a result
+        message = f"task data of {spec.run_id}: {type(error).__name__}: {error}"
+        raise HarnessError(message) from error
     record["provenance"]["data_fingerprint"] = meta["data_fingerprint"]
     if len(data["train"]) < hp["batch_size"]:
         raise Unsupported(
@@ -158,7 +177,10 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
 
     set_seed(spec.seed)
     with phase("load", device, record):
-        loaded = source.load(num_labels=task.num_labels, head=task.head)
+        try:
+            loaded = source.load(num_labels=task.num_labels, head=task.head)
+        except OSError as error:  # transformers' word for weights or files it cannot find
+            raise HarnessError(f"model {spec.model!r} cannot be loaded: {error}") from error
     record["provenance"]["model_fingerprint"] = loaded.fingerprint
     info = loaded.info
     reason = method.unsupported_reason(info)
@@ -351,13 +373,30 @@ def _loaders(data, source, hp, seed, head):
         generator=generator,
         drop_last=True,
     )
-    evaluation = []
-    for split in ("validation", "dev"):
-        rows = data[split]
-        if hp["max_eval_examples"]:
-            rows = rows.select(range(min(hp["max_eval_examples"], len(rows))))
-        evaluation.append(DataLoader(rows, batch_size=hp["eval_batch_size"], collate_fn=collate))
+    evaluation = [
+        DataLoader(
+            eval_subset(data[split], hp["max_eval_examples"]),
+            batch_size=hp["eval_batch_size"],
+            collate_fn=collate,
+        )
+        for split in ("validation", "dev")
+    ]
     return train, *evaluation
+
+
+EVAL_SAMPLE_SEED = 0
+"""``max_eval_examples`` draws the same rows for every run, seed and setting."""
+
+
+def eval_subset(rows, limit: int):
+    """``limit`` rows of an evaluation split drawn at random with :data:`EVAL_SAMPLE_SEED`
+    (in their original order), or all of them when ``limit`` is 0 or not smaller. Splits are
+    often ordered by class: the first rows would hold few of the classes."""
+    if not limit or limit >= len(rows):
+        return rows
+    import random
+
+    return rows.select(sorted(random.Random(EVAL_SAMPLE_SEED).sample(range(len(rows)), limit)))
 
 
 def _train(model, optimizer, scheduler, loader, accelerator, method, hp, device):

@@ -16,8 +16,6 @@ from peftbench.record import read_record
 from peftbench.sweep import plan_sweep
 from tests.conftest import REPO, run_snakemake
 
-pytest.importorskip("snakemake_executor_plugin_slurm")
-
 FAKE_SLURM = '''
 """Fake SLURM commands (this file's name says which): jobs run at submission."""
 import json

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,19 @@ class Never(Method):
 
     def unsupported_reason(self, info):
         return f"never applies to {info.model_type} models"
+
+
+@register_method("needs-absent")
+class NeedsAbsent(Method):
+    """A plugin whose dependency is not installed: a broken environment, not a result."""
+
+    description = "test: imports a package that is not installed"
+    defaults = {"lr": 1e-4}
+
+    def apply(self, model, hp, info):
+        import pbtest_absent_package  # noqa: F401
+
+        return model
 
 
 @register_method("slow")
@@ -173,6 +187,47 @@ def test_failures_become_records_and_the_sweep_goes_on(plugin_env, tmp_path):
     for shown in ("diverged", "failed", "out of memory", "unsupported"):
         assert shown in markdown
     assert run_cli("verify", str(tmp_path / "results")).returncode == 0
+
+
+def test_an_import_error_fails_the_sweep_loudly_and_writes_no_record(plugin_env, tmp_path):
+    config = write_config(tmp_path, methods=["needs-absent"], seeds=[0, 1])
+    result = run_snakemake(tmp_path, "--cores", "1", "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    # The failed job's log (shown by the default profile) ends with the one clear line.
+    assert "HarnessError: ModuleNotFoundError: No module named 'pbtest_absent_package'" in output
+    assert not list(tmp_path.glob("results/runs/**/result.json"))
+    assert not (tmp_path / "reports" / "leaderboard.md").exists()
+
+
+def test_a_quantized_run_without_bitsandbytes_is_unsupported(tmp_path, monkeypatch):
+    from peftbench.runner import execute
+    from peftbench.spec import resolve_spec
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes now fails
+    spec = resolve_spec(
+        "minilm-l2", "lora", "docstring-match", 0, {**TINY_BUDGET, "precision": "int8"}
+    )
+    record = execute(spec, tmp_path / "run", threads=1, lock_dir=tmp_path / "locks")
+    assert record["status"]["code"] == "unsupported"
+    assert "precision int8 needs the bitsandbytes package" in record["status"]["message"]
+    assert "pip install 'bitsandbytes>=0.45'" in record["status"]["message"]
+    assert record["params"] == {}  # refused before the model was loaded
+    assert read_record(tmp_path / "run" / "result.json")["status"]["code"] == "unsupported"
+
+
+def test_a_full_precision_run_needs_no_bitsandbytes(tmp_path, monkeypatch):
+    """The quickstart's failure: without bitsandbytes every run, full fine-tuning included,
+    was recorded ``failed``. Only the quantized precisions need it."""
+    from peftbench.runner import execute
+    from peftbench.spec import resolve_spec
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    spec = resolve_spec(
+        "minilm-l2", "full", "docstring-match", 0, {**TINY_BUDGET, "max_eval_examples": 16}
+    )
+    record = execute(spec, tmp_path / "run", threads=1, lock_dir=tmp_path / "locks")
+    assert record["status"]["code"] == "ok", record["status"]
 
 
 # Bad input is refused before any job starts ---------------------------------------------
