@@ -101,3 +101,17 @@ def test_head_lr_gives_the_task_head_its_own_rate(method):
     assert sum(p.numel() for group in (rest, head) for p in group["params"]) == trainable
     (only,) = _param_groups(model, loaded.info, {**hp, "head_lr": 0.0})
     assert len(only["params"]) == len(rest["params"]) + len(head["params"])
+
+
+def test_max_eval_examples_draws_the_same_sample_of_every_class():
+    from datasets import Dataset
+
+    from peftbench.runner import eval_subset
+
+    ordered = Dataset.from_dict({"labels": [c for c in range(10) for _ in range(50)]})  # by class
+    sample = eval_subset(ordered, 64)
+    assert len(sample) == 64
+    assert len(set(sample["labels"])) == 10  # the first 64 rows would hold classes 0 and 1
+    assert sample["labels"] == eval_subset(ordered, 64)["labels"]  # seeded: the same rows
+    assert sample["labels"] == sorted(sample["labels"])  # in the split's own order
+    assert eval_subset(ordered, 0) is ordered and eval_subset(ordered, 500) is ordered
