@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftbench.registry import MODELS, TASKS
-from peftbench.task import content_fingerprint
+from peftbench.task import TaskDataError, content_fingerprint
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -50,8 +50,14 @@ def tokenize_task(task_name: str, model_name: str, max_length: int, data_dir: st
     by the right answer as ``input_ids``, the answer's tokens as ``labels`` (-100 on the
     prompt), the class as ``class_label`` and the prompt's length as ``prompt_length``."""
     task = TASKS.get(task_name)
-    tokenizer = MODELS.get(model_name).tokenizer()
     loaded = task.load(data_dir)
+    size = len(loaded["train"])
+    if train_examples(size) < 1:
+        raise TaskDataError(
+            f"{task_name}: the train split has {size} row(s), none left to train on once the "
+            f"dev split ({DEV_FRACTION:.0%} of it, at least one row) is held out"
+        )
+    tokenizer = MODELS.get(model_name).tokenizer()
     fingerprint = content_fingerprint(loaded)
     raw = carve_dev(loaded)
     columns = raw["train"].column_names

@@ -284,6 +284,12 @@ def plan_sweep(config: dict[str, Any]) -> Sweep:
         for t in sorted(unknown_dirs)
     ]
     problems += [
+        f"data_dirs: {problem}"
+        for task, folder in sorted((config.get("data_dirs") or {}).items())
+        if folder and task in config["tasks"] and task in TASKS
+        for problem in TASKS.get(task).data_dir_problems(folder)
+    ]
+    problems += [
         f"count_models: unknown model {m!r}; valid models: {', '.join(MODELS.names())}"
         for m in config.get("count_models") or []
         if m not in MODELS

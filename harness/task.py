@@ -6,6 +6,8 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
+from peftbench.spec import SpecError
+
 if TYPE_CHECKING:
     from datasets import DatasetDict
 
@@ -14,6 +16,12 @@ HEADS = ("classification", "causal-lm")
 """How a task is posed to a model: ``classification``, a sequence-classification head on the
 pretrained backbone; ``causal-lm``, the pretrained language-model head scoring each class's
 answer text after a prompt (the class whose answer is likeliest is the prediction)."""
+
+
+class TaskDataError(SpecError):
+    """A task's data folder or files cannot make the task; the message names the task, the file
+    (and line), the bad value and the valid choices. A :class:`SpecError` (the run's
+    ``data_dir`` is part of its specification), so the command line reports it in one line."""
 
 
 class Task:
@@ -46,6 +54,12 @@ class Task:
 
     def load(self, data_dir: str | None = None) -> DatasetDict:
         raise NotImplementedError
+
+    def data_dir_problems(self, folder: str) -> list[str]:
+        """What keeps ``folder`` (a ``data_dirs`` value) from holding this task's data, found
+        cheaply at plan time (e.g. the folder or a split's file is missing); empty if nothing
+        does, or if the task does not say what it reads."""
+        return []
 
     def prompt(self, row: dict[str, Any]) -> str:
         """``causal-lm`` tasks: the text the answer follows, for one row of :meth:`load`."""

@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from peftbench import TASKS
-from peftbench.task import content_fingerprint
+from peftbench.task import TaskDataError, content_fingerprint
 
 
 @pytest.mark.parametrize("name", ["docstring-module", "docstring-match"])
@@ -51,7 +51,7 @@ def test_glue_tasks_load_from_a_local_folder(glue_dir, name, rows, fields):
 
 
 def test_glue_missing_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train.tsv"):
+    with pytest.raises(TaskDataError, match="has no train.tsv, validation.tsv"):
         TASKS.get("glue/rte").load(str(tmp_path))
 
 
