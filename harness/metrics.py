@@ -1,7 +1,8 @@
 """Task metrics, computed through ``evaluate``.
 
-A metric name resolves to peftbench's local module of that name when one ships (offline), else
-to whatever ``evaluate.load`` accepts (a hub metric id or a local folder).
+A shipped metric (:data:`SHIPPED`) resolves to peftbench's local module, offline; any other name
+goes to ``evaluate.load`` as it is (a local folder holding ``<name>/<name>.py``, or a hub metric
+id when online).
 """
 
 from __future__ import annotations
@@ -11,18 +12,38 @@ from pathlib import Path
 from typing import Any
 
 LOCAL_METRICS = Path(__file__).parent / "metrics"
+SHIPPED = ("accuracy", "matthews_correlation")
+"""The metrics whose ``evaluate`` modules ship in the package, at ``metrics/<name>/<name>.py``."""
 
 
 def metric_location(name: str) -> str:
-    local = LOCAL_METRICS / name
-    return str(local) if (local / f"{name}.py").is_file() else name
+    """What ``evaluate.load`` is given for ``name``: a shipped metric's module folder, else
+    ``name`` itself. A shipped metric whose module is missing (a broken install) is an error,
+    not a silent download from the hub."""
+    if name not in SHIPPED:
+        return name
+    script = LOCAL_METRICS / name / f"{name}.py"
+    if not script.is_file():
+        raise FileNotFoundError(
+            f"metric {name!r} ships with peftbench, but its module {script} is missing"
+        )
+    return str(script.parent)
 
 
 @cache
 def load_metric(name: str) -> Any:
+    """The ``evaluate`` module of metric ``name``; an unknown name raises ``ValueError`` naming
+    the shipped metrics."""
     import evaluate
 
-    return evaluate.load(metric_location(name))
+    location = metric_location(name)
+    try:
+        return evaluate.load(location)
+    except FileNotFoundError as error:
+        raise ValueError(
+            f"unknown metric {name!r}: evaluate.load({location!r}) finds no folder or hub metric "
+            f"of that name ({error}); peftbench's offline metrics: {', '.join(SHIPPED)}"
+        ) from error
 
 
 def compute_metrics(
