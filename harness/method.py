@@ -32,6 +32,11 @@ class Method:
     architectures: tuple[str, ...] | None = None
     """``model_type`` values supported (``None``: any)."""
 
+    def check_hparams(self, hp: dict[str, Any]) -> list[str]:
+        """Problems with the method's own hyperparameter values (choices, ranges), each naming
+        the value and what is valid; checked at plan time, before any job. Default: none."""
+        return []
+
     def unsupported_reason(self, info: ModelInfo) -> str | None:
         """Why this method cannot apply to the model, or ``None`` when it can."""
         if self.architectures is not None and info.model_type not in self.architectures:
@@ -99,3 +104,18 @@ def unfreeze_head(model: nn.Module, info: ModelInfo) -> None:
     for name, parameter in model.named_parameters():
         if is_head(name, info) and FROZEN_COPY not in name:
             parameter.requires_grad_(True)
+
+
+def linear_module_names(model: nn.Module, info: ModelInfo) -> list[str]:
+    """The distinct last names of the backbone's linear layers (``query``, ``c_attn``, ...):
+    the valid ``target_modules`` of methods that adapt linear layers."""
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
+
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, (nn.Linear, Conv1D)) and name and not is_head(name, info)
+        }
+    )

@@ -22,6 +22,7 @@ from typing import Any
 from peftbench import __version__
 from peftbench.backends import MissingBackendError
 from peftbench.device import DevicesBusyError
+from peftbench.feasibility import unsupported_reason
 from peftbench.measure import (
     expected_memory,
     matmul_params,
@@ -157,8 +158,9 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
     device = select_device(lock_dir)
     record["provenance"]["device"] = describe_device(device, threads)
     precision = hp["precision"]
-    if precision == "fp16" and device == "cpu":
-        raise Unsupported("fp16 mixed precision needs a CUDA device; this run is on the CPU")
+    reason = unsupported_reason(spec, device.split(":")[0])  # from the meta build: no weights
+    if reason:
+        raise Unsupported(reason)
     if precision in BITS:  # before any expensive work: the backend this precision needs
         bitsandbytes(precision)
     if device.startswith("cuda"):
@@ -183,7 +185,7 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
             raise HarnessError(f"model {spec.model!r} cannot be loaded: {error}") from error
     record["provenance"]["model_fingerprint"] = loaded.fingerprint
     info = loaded.info
-    reason = method.unsupported_reason(info)
+    reason = method.unsupported_reason(info)  # again: a model without a readable config
     if reason:
         raise Unsupported(reason)
 
@@ -191,10 +193,6 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
 
     # Merging into a quantized base would requantize it and change the outputs: not done.
     mergeable = precision not in BITS
-    if precision in BITS and method.trains_base_weights:
-        raise Unsupported(
-            f"{spec.method} trains base weights, which precision {precision} quantizes"
-        )
     if precision in BITS:  # the quantized model is the base every count compares against
         quantize_linears(loaded.model, info, BITS[precision])
     model, base = adapt(loaded.model, method, hp, info, keep_values=True)

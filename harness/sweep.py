@@ -19,6 +19,7 @@ from functools import cache, cached_property
 from typing import Any
 
 from peftbench.codehash import code_hash, harness_hash, hash_files, plugin_files, reporting_hash
+from peftbench.feasibility import spec_problems
 from peftbench.grid import DEFAULT_SETTING, grid_points, setting_label
 from peftbench.registry import METHODS, MODELS, TASKS, UnknownNameError
 from peftbench.spec import RunSpec, SpecError, resolve_hparams, resolve_spec
@@ -276,7 +277,7 @@ def plan_sweep(config: dict[str, Any]) -> Sweep:
                 found = [str(error)]
             else:
                 sweep.specs.append(spec)
-                found = budget_problems(spec)
+                found = budget_problems(spec) + spec_problems(spec)
             problems += [problem for problem in found if problem not in problems]
     unknown_dirs = set(config.get("data_dirs") or {}) - set(TASKS.names())
     problems += [

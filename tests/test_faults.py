@@ -173,9 +173,13 @@ EXPECTED = {
 
 @pytest.mark.slow
 def test_failures_become_records_and_the_sweep_goes_on(plugin_env, tmp_path):
-    config = write_config(tmp_path, methods=list(EXPECTED), method_hparams={"full": {"lr": 1e12}})
+    # One run that finishes ("slow" without its sleep): a sweep where none does exits non-zero.
+    methods = [*EXPECTED, "slow"]
+    config = write_config(tmp_path, methods=methods, method_hparams={"full": {"lr": 1e12}})
     # No --keep-going: no job fails, every outcome is a record.
-    run_snakemake(tmp_path, "--cores", "2", "--configfile", str(config))
+    result = run_snakemake(tmp_path, "--cores", "2", "--configfile", str(config))
+    summary = "5 runs: 1 ok, 1 oom, 1 unsupported, 1 diverged, 1 failed — see reports/"
+    assert summary in result.stdout + result.stderr
     for method, (code, fragment) in EXPECTED.items():
         record = read_record(
             tmp_path / f"results/runs/minilm-l2/{method}/docstring-match/default/seed0/result.json"
@@ -249,6 +253,20 @@ def test_a_full_precision_run_needs_no_bitsandbytes(tmp_path, monkeypatch):
         ({"grid": {"vera": {"lr": [1e-3]}}}, ["grid: method 'vera' is not in methods", "lora"]),
         ({"grid": {"lora": {"rank": [4, 8]}}}, ["unknown hyperparameter 'rank'", "valid:"]),
         ({"grid": {"lora": {"max_length": [32]}}}, ["max_length cannot vary"]),
+        # Found on the meta-device build of each run (harness/feasibility.py):
+        ({"method_hparams": {"lora": {"r": -4}}}, ["lora", "r", "-4"]),
+        (
+            {"methods": ["p_tuning"], "method_hparams": {"p_tuning": {"encoder": "gru"}}},
+            ["p_tuning", "encoder", "gru", "lstm", "mlp"],
+        ),
+        (
+            {"budget": {**TINY_BUDGET, "max_length": 100000}},
+            ["max_length=100000", "512 positions", "valid: 1 to 512"],
+        ),
+        (
+            {"method_hparams": {"lora": {"target_modules": "nonexistent_proj"}}},
+            ["target_modules='nonexistent_proj'", "valid: auto, all-linear", "query", "value"],
+        ),
         ({"grid": {"lora": {"lr": []}}}, ["should be non-empty"]),
         (
             {"tasks": ["tiny-match"], "budget": {**TINY_BUDGET, "batch_size": 64}},
