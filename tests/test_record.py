@@ -14,6 +14,7 @@ def make_record():
         resolve_spec("minilm-l2", "lora", "docstring-match", 0), "peftbench run ..."
     )
     record["provenance"]["code_hash"] = "x"
+    record["timing"]["finished_at"] = record["timing"]["started_at"]
     return record
 
 
@@ -40,3 +41,24 @@ def test_old_schema_and_corrupt_files_name_the_file(tmp_path):
     (tmp_path / "bad.json").write_text('{"schema_version": "1.0", ')
     with pytest.raises(RecordError, match="bad.json: not valid JSON"):
         read_record(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize(
+    "section, field, value, fragment",
+    [
+        ("throughput", "train_tokens_per_sec", 10.0, "train_tokens_per_sec"),  # a misspelt name
+        ("throughput", "train_tokens_per_s", -1.0, "minimum"),
+        ("memory", "train_cpu_peak_rss_mb", 5, "train_cpu_peak_rss_mb"),  # a unit not in bytes
+        ("memory", "train_cpu_peak_rss_scope", "job", "'job' is not one of"),
+        ("training", "loss", 0.5, "'loss'"),
+        ("params", "trainable", -3, "minimum"),
+        ("params", "update_rank", {"max": 4, "mean": 4.0, "matrices": 2}, "'method'"),
+        ("timing", "train_seconds", 1.0, "train_seconds"),
+    ],
+)
+def test_every_measurement_field_is_spelled_out(tmp_path, section, field, value, fragment):
+    record = make_record()
+    record[section][field] = value
+    with pytest.raises(RecordError, match=fragment):
+        write_record(tmp_path / "result.json", record)
+    assert not (tmp_path / "result.json").exists()
