@@ -4,7 +4,10 @@
 #   snakemake --profile profiles/slurm    # the same sweep on a SLURM cluster
 import os
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+
+from peftbench.summary import MISSING, status_counts, summary_line
 
 min_version("8.20")
 
@@ -27,3 +30,20 @@ rule all:
         f"{REPORTS}/leaderboard.md",
         f"{REPORTS}/leaderboard.html",
         f"{REPORTS}/param_counts.md",
+
+
+# Every sweep ends with one line of run statuses. It fails when runs ended and none finished
+# (a target that needs no run, such as a tokenization, has no records and does not fail).
+onsuccess:
+    counts = status_counts(ALL_RECORDS)
+    print(summary_line(counts, f"{REPORTS}/leaderboard.md"))
+    ended = counts.total() - counts[MISSING]
+    if ended and not counts["ok"]:
+        raise WorkflowError(
+            f"no run finished: {ended} recorded, none with status ok; each record's"
+            f" status.message says why ({RESULTS}/runs/)"
+        )
+
+
+onerror:
+    print(summary_line(status_counts(ALL_RECORDS), f"the failed jobs' logs in {RESULTS}/logs/"))

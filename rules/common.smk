@@ -2,10 +2,17 @@
 import shlex
 import sys
 
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
 from peftbench.registry import MODELS
 from peftbench.sweep import plan_sweep
 
-PYTHON = shlex.quote(sys.executable)
+# Jobs run this Python (the one running Snakemake), or under --software-deployment-method conda
+# the job environment's (envs/peftbench.yaml), into which its post-deploy script installs the
+# checkout named here.
+CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+PYTHON = "python" if CONDA else shlex.quote(sys.executable)
+os.environ.update(PEFTBENCH_SOURCE=workflow.basedir)
 RESULTS = config["results_dir"]
 REPORTS = config["reports_dir"]
 SWEEP = plan_sweep(config)  # raises with the bad value and the valid choices
@@ -20,7 +27,7 @@ wildcard_constraints:
     max_length=r"\d+",
 
 
-# Cheap bookkeeping runs in the main Snakemake process, never as a cluster job.
+# Cheap bookkeeping runs on the machine running Snakemake, never as a cluster job.
 localrules:
     aggregate,
     report,
@@ -36,4 +43,4 @@ def tokenized_dir(model, task):
     return f"{RESULTS}/cache/tokenized/{key}/{task}/len{config['budget']['max_length']}"
 
 
-ALL_RECORDS = [run_dir(spec) + "/result.json" for spec in SWEEP.specs]
+ALL_RECORDS = [f"{run_dir(spec)}/result.json" for spec in SWEEP.specs]

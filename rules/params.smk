@@ -4,11 +4,13 @@
 rule param_counts:
     output:
         f"{REPORTS}/param_counts.md",
+    log:
+        f"{RESULTS}/logs/param_counts.log",
+    conda:
+        "../envs/peftbench.yaml"
     params:
         models=config["count_models"],
         methods=config["methods"],
         code=SWEEP.reporting_hash(),
-    run:
-        from peftbench.param_table import write_param_table
-
-        write_param_table(output[0], params.models, params.methods)
+    script:
+        "../scripts/param_counts.py"

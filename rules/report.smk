@@ -15,12 +15,14 @@ rule aggregate:
             caption="report/runs.rst",
             category="Tables",
         ),
+    log:
+        f"{RESULTS}/logs/aggregate.log",
+    conda:
+        "../envs/peftbench.yaml"
     params:
         code=SWEEP.reporting_hash(),
-    run:
-        from peftbench.aggregate import collect, write_table
-
-        write_table(collect(input), output[0])
+    script:
+        "../scripts/aggregate.py"
 
 
 rule report:
@@ -52,18 +54,13 @@ rule report:
             caption="report/grid.rst",
             category="Tables",
         ),
+    log:
+        f"{RESULTS}/logs/report.log",
+    conda:
+        "../envs/peftbench.yaml"
     params:
         code=SWEEP.reporting_hash(),
         # Links from the reports to the definitions in this repository's docs/.
         docs=os.path.relpath(os.path.join(workflow.basedir, "docs"), REPORTS),
-    run:
-        from peftbench.report import write_reports
-
-        write_reports(
-            input[0],
-            output.markdown,
-            output.html,
-            plots_dir=os.path.dirname(output.plots[0]),
-            tables_dir=os.path.dirname(output.overall),
-            docs=params.docs,
-        )
+    script:
+        "../scripts/report.py"

@@ -6,16 +6,19 @@
 rule tokenize:
     output:
         directory(f"{RESULTS}/cache/tokenized/{{tokenizer}}/{{task}}/len{{max_length}}"),
-    params:
-        model=lambda w: SWEEP.model_for_tokenizer[w.tokenizer],
-        data_dir=lambda w: SWEEP.data_dir_args(w.task),
-        code=lambda w: SWEEP.tokenize_hash(w.task, w.tokenizer),
+    log:
+        f"{RESULTS}/logs/tokenize/{{tokenizer}}/{{task}}/len{{max_length}}.log",
+    conda:
+        "../envs/peftbench.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    log:
-        f"{RESULTS}/logs/tokenize/{{tokenizer}}/{{task}}/len{{max_length}}.log",
+    params:
+        model=lambda w: SWEEP.model_for_tokenizer[w.tokenizer],
+        data_dir=lambda w: SWEEP.data_dir_args(w.task),
+        code=lambda w: SWEEP.tokenize_hash(w.task, w.tokenizer),
+        python=PYTHON,
     shell:
-        "{PYTHON} -m peftbench tokenize --task {wildcards.task:q} --model {params.model:q}"
+        "{params.python} -m peftbench tokenize --task {wildcards.task:q} --model {params.model:q}"
         " --max-length {wildcards.max_length} {params.data_dir} --out {output:q} > {log:q} 2>&1"

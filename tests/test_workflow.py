@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import yaml
 
 from peftbench.record import read_record
-from tests.conftest import run_snakemake, write_config
+from tests.conftest import REPO, run_snakemake, write_config
 
 
 @pytest.mark.slow
@@ -56,3 +57,43 @@ def test_dry_run_shows_the_crossed_dag(tmp_path):
         if line.split()[:1] in (["run"], ["tokenize"])
     )
     assert counts == {"run": "8", "tokenize": "1"}
+
+
+def test_lint_finds_nothing(tmp_path):
+    """`snakemake --lint` exits 1 with findings; its findings are plain text on stderr even
+    with `--lint json` (Snakemake 9.27), hence both checks."""
+    result = run_snakemake(tmp_path, "--lint", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "Lints for" not in output, output[-3000:]
+    assert "your workflow is in a good condition" in output
+
+
+def test_job_environment_is_the_project_environment_less_its_editable_install():
+    """envs/peftbench.yaml (the rules' conda env) keeps environment.yml's packages; only the
+    `pip: -e .` is left to envs/peftbench.post-deploy.sh."""
+    project = yaml.safe_load((REPO / "environment.yml").read_text())
+    jobs = yaml.safe_load((REPO / "envs" / "peftbench.yaml").read_text())
+    pip = [entry for entry in project["dependencies"] if isinstance(entry, dict)][0]["pip"]
+    pip.remove("-e .")
+    assert jobs == project
+    assert (REPO / "envs" / "peftbench.post-deploy.sh").is_file()
+
+
+@pytest.mark.slow
+def test_sweep_ends_with_a_line_of_statuses(tmp_path):
+    """fp16 on the CPU is recorded unsupported; the sweep still succeeds, and says so."""
+    config = write_config(
+        tmp_path, methods=["lora"], grid={"lora": {"precision": ["fp32", "fp16"]}}
+    )
+    result = run_snakemake(tmp_path, "--cores", "2", "--configfile", str(config))
+    assert "2 runs: 1 ok, 1 unsupported — see reports/leaderboard.md" in result.stdout
+
+
+@pytest.mark.slow
+def test_sweep_in_which_no_run_finished_fails(tmp_path):
+    config = write_config(tmp_path, methods=["lora"], hparams={"precision": "fp16"})
+    result = run_snakemake(tmp_path, "--cores", "2", "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    assert "1 run: 1 unsupported — see reports/leaderboard.md" in result.stdout
+    assert "no run finished: 1 recorded, none with status ok" in result.stderr
+    assert (tmp_path / "reports" / "leaderboard.md").is_file()  # the reports are still written

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Snakemake runs this once in a new job environment (envs/peftbench.yaml), from the working
+# directory: it installs the peftbench checkout whose Snakefile is running (rules/common.smk
+# exports its path), editable like environment.yml's `-e .`; the packages are conda's.
+set -euo pipefail
+python -m pip install --no-deps -e "${PEFTBENCH_SOURCE:?is set by rules/common.smk}"
