@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from peftbench import metrics
 from peftbench.grid import DEFAULT_SETTING
 from peftbench.record import RecordError, read_record
 
@@ -56,8 +57,6 @@ def write_table(frame: pd.DataFrame, out: str | os.PathLike) -> None:
 ROW = ["method", "model"]
 """One leaderboard row: a method on a model; tasks and seeds are averaged over."""
 
-BEST = {"accuracy": 1.0, "matthews_correlation": 1.0}
-"""A perfect score per metric; metrics not listed count 1.0 as perfect."""
 
 STATUS_TEXT = {
     "oom": "out of memory",
@@ -125,7 +124,9 @@ def runs(table: pd.DataFrame) -> pd.DataFrame:
     metric = column(table, "metrics.primary")
     score = primary_value(table, "metrics.values")
     chance = primary_value(table, "metrics.chance")
-    best = metric.map(BEST).fillna(1.0).astype(float)
+    declared = metric.dropna().unique()
+    best = metric.map({m: metrics.metric(m).best for m in declared}).astype(float)
+    sign = metric.map({m: metrics.metric(m).sign for m in declared}).astype(float)
     base = column(table, "params.base_total").astype(float)
     trainable = column(table, "params.trainable").astype(float)
     stored = column(table, "params.stored").astype(float)
@@ -146,6 +147,7 @@ def runs(table: pd.DataFrame) -> pd.DataFrame:
             "metric": metric.where(ok),
             "score": score.where(ok),
             "dev_score": primary_value(table, "metrics.dev.values").where(ok),
+            "dev_ranking": (sign * primary_value(table, "metrics.dev.values")).where(ok),
             "chance": chance.where(ok),
             "normalised": normalise(score, chance, best).where(ok),
             "chance_p": above_chance_p(score, chance, examples, metric).where(ok),
@@ -198,11 +200,13 @@ def grid_summary(runs: pd.DataFrame) -> pd.DataFrame:
     seeds), seeds finished, and ``selected``: the setting :func:`select_settings` keeps.
 
     The selection rule: settings whose every seed finished rank above the others; among them the
-    highest mean dev score wins, ties going to the setting first in grid order (the order of the
-    records). The validation score plays no part in it."""
+    best mean dev score wins (highest, or lowest for a metric where lower is better), ties going
+    to the setting first in grid order (the order of the records). The validation score plays no
+    part in it."""
     grouped = runs.groupby([*CELL, "setting"], sort=False)
     grid = grouped.agg(
         dev_mean=("dev_score", "mean"),
+        dev_ranking=("dev_ranking", "mean"),
         score_mean=("score", "mean"),
         score_std=("score", "std"),
         seeds_ok=("score", "count"),
@@ -211,13 +215,14 @@ def grid_summary(runs: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
     grid["order"] = range(len(grid))
     complete = grid["seeds_ok"] == grid["seeds"]
-    ranked = grid.assign(complete=complete, dev=grid["dev_mean"].fillna(-np.inf)).sort_values(
+    ranked = grid.assign(complete=complete, dev=grid["dev_ranking"].fillna(-np.inf)).sort_values(
         ["complete", "dev", "order"], ascending=[False, False, True]
     )
     chosen = ranked.drop_duplicates(CELL)["order"]
     grid["selected"] = grid["order"].isin(chosen)
     grid["settings"] = grid.groupby(CELL)["setting"].transform("size")
-    return grid.drop(columns="order").sort_values([*CELL, "setting"]).reset_index(drop=True)
+    grid = grid.drop(columns=["order", "dev_ranking"])
+    return grid.sort_values([*CELL, "setting"]).reset_index(drop=True)
 
 
 def select_settings(runs: pd.DataFrame, grid: pd.DataFrame) -> pd.DataFrame:

@@ -43,6 +43,19 @@ def meta_build(model: str, task: str) -> LoadedModel | None:
         return None
 
 
+def task_problems(task: str) -> list[str]:
+    """A task whose metrics have no declared direction and range cannot be ranked."""
+    from peftbench.metrics import metric
+
+    problems = []
+    for name in TASKS.get(task).metrics:
+        try:
+            metric(name)
+        except ValueError as error:
+            problems.append(f"task {task!r}: {error}")
+    return problems
+
+
 def spec_problems(spec: RunSpec) -> list[str]:
     """Every value of ``spec`` that no run could use, each naming the value and what is valid."""
     method = METHODS.get(spec.method)

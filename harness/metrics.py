@@ -7,6 +7,7 @@ id when online).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,49 @@ from typing import Any
 LOCAL_METRICS = Path(__file__).parent / "metrics"
 SHIPPED = ("accuracy", "matthews_correlation")
 """The metrics whose ``evaluate`` modules ship in the package, at ``metrics/<name>/<name>.py``."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What the leaderboards need to know of a metric: its direction and its range."""
+
+    name: str
+    higher_is_better: bool
+    best: float
+    """The perfect score (chance-normalised scores are 1 there)."""
+    worst: float
+
+    @property
+    def sign(self) -> int:
+        """+1 when higher is better, -1 when lower is: ``sign × score`` always ranks up."""
+        return 1 if self.higher_is_better else -1
+
+
+METRICS: dict[str, Metric] = {}
+"""Every metric a task may report, by ``evaluate`` name (:func:`register_metric` adds one)."""
+
+
+def register_metric(name: str, higher_is_better: bool, best: float, worst: float) -> Metric:
+    """Declare a metric's direction and range, e.g. from a task plugin using another
+    ``evaluate`` metric."""
+    if higher_is_better != (best > worst):
+        raise ValueError(f"metric {name!r}: best={best} and worst={worst} contradict its direction")
+    METRICS[name] = Metric(name, higher_is_better, best, worst)
+    return METRICS[name]
+
+
+register_metric("accuracy", higher_is_better=True, best=1.0, worst=0.0)
+register_metric("matthews_correlation", higher_is_better=True, best=1.0, worst=-1.0)
+
+
+def metric(name: str) -> Metric:
+    """The declared metric ``name``; an undeclared one raises naming the declared ones."""
+    if name not in METRICS:
+        raise ValueError(
+            f"metric {name!r} has no declared direction; declared: {', '.join(sorted(METRICS))} "
+            "(declare it with peftbench.metrics.register_metric)"
+        )
+    return METRICS[name]
 
 
 def metric_location(name: str) -> str:

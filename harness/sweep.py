@@ -19,7 +19,7 @@ from functools import cache, cached_property
 from typing import Any
 
 from peftbench.codehash import code_hash, harness_hash, hash_files, plugin_files, reporting_hash
-from peftbench.feasibility import spec_problems
+from peftbench.feasibility import spec_problems, task_problems
 from peftbench.grid import DEFAULT_SETTING, grid_points, setting_label
 from peftbench.registry import METHODS, MODELS, TASKS, UnknownNameError
 from peftbench.spec import RunSpec, SpecError, resolve_hparams, resolve_spec
@@ -279,6 +279,7 @@ def plan_sweep(config: dict[str, Any]) -> Sweep:
                 sweep.specs.append(spec)
                 found = budget_problems(spec) + spec_problems(spec)
             problems += [problem for problem in found if problem not in problems]
+    problems += [p for task in config["tasks"] if task in TASKS for p in task_problems(task)]
     unknown_dirs = set(config.get("data_dirs") or {}) - set(TASKS.names())
     problems += [
         f"data_dirs: unknown task {t!r}; valid tasks: {', '.join(TASKS.names())}"

@@ -511,3 +511,33 @@ def test_snakemake_report_on_a_tiny_sweep(tmp_path):
     report = (tmp_path / "report.html").read_text()
     for name in ("leaderboard.html", "pareto-trainable.svg", "scaling.svg", "overall.csv"):
         assert name in report
+
+
+def test_a_lower_is_better_metric_selects_and_normalises_the_other_way(monkeypatch):
+    from peftbench import metrics
+
+    monkeypatch.setitem(metrics.METRICS, "error_rate", metrics.Metric("error_rate", False, 0, 1))
+    records = []
+    for setting, dev, score in (("a", 0.30, 0.25), ("b", 0.20, 0.40)):
+        record = make_record("minilm-l2", "lora", "docstring-match", 0, "ok", 0.0, "", setting)
+        record["metrics"].update(
+            primary="error_rate",
+            values={"error_rate": score},
+            chance={"error_rate": 0.5},
+            dev={"num_examples": 10, "values": {"error_rate": dev}},
+        )
+        records.append(record)
+    tidy = runs(table_of(records))
+    grid = grid_summary(tidy).set_index("setting")
+    assert list(grid.index[grid["selected"]]) == ["b"]  # the lower dev error wins
+    # (score - chance) / (best - chance): an error of 0.25 against chance 0.5 is halfway to 0.
+    assert tidy.set_index("setting").loc["a", "normalised"] == pytest.approx(0.5)
+
+
+def test_an_undeclared_metric_is_refused_naming_the_declared_ones():
+    from peftbench.metrics import metric, register_metric
+
+    with pytest.raises(ValueError, match="'bleu' has no declared direction; declared: accuracy"):
+        metric("bleu")
+    with pytest.raises(ValueError, match="contradict its direction"):
+        register_metric("loss", higher_is_better=True, best=0.0, worst=10.0)
