@@ -4,19 +4,93 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import re
 import shlex
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
+
+from tabulate import tabulate
 
 from peftbench.grid import DEFAULT_SETTING
 from peftbench.record import RecordError
 from peftbench.registry import METHODS, MODELS, TASKS, UnknownNameError
-from peftbench.spec import SpecError, parse_assignments, resolve_spec
+from peftbench.spec import PRECISIONS, TRAINING_DEFAULTS, SpecError, parse_assignments, resolve_spec
 
 REGISTRIES = {"methods": METHODS, "tasks": TASKS, "models": MODELS}
+LIST_KINDS = (*sorted(REGISTRIES), "hparams")
+
+TRAINING_HPARAM_HELP: dict[str, str] = {
+    "steps": "AdamW optimizer steps, cycling over the training data",
+    "batch_size": "training examples per step",
+    "eval_batch_size": "examples per batch when predicting on the validation and dev splits",
+    "max_length": "tokens per example; longer examples are truncated",
+    "warmup_ratio": "fraction of the steps with a linear warm-up (then linear decay to 0)",
+    "weight_decay": "AdamW weight decay",
+    "head_lr": "learning rate of the task head (0: the method's lr)",
+    "precision": f"one of {', '.join(PRECISIONS)} (bf16/fp16 mixed; int8/nf4: quantized base)",
+    "max_eval_examples": "validation and dev examples scored (0: all)",
+}
+"""Meaning of each training hyperparameter (:data:`peftbench.spec.TRAINING_DEFAULTS`)."""
+SHARED_METHOD_HPARAM_HELP: dict[str, str] = {
+    "lr": "AdamW learning rate (the task head's too, unless head_lr is set)",
+}
+"""Meaning of the hyperparameters every method has, where its ``hparam_help`` is silent."""
+
+NON_ACTIONABLE_LOGS: dict[str, tuple[str, ...]] = {
+    "bitsandbytes": ("compiled without GPU support", "kernels-community"),
+}
+"""Library logger -> message fragments of notices a user cannot act on (a CPU build of
+bitsandbytes, an optional faster CPU kernel not installed)."""
+DEPRECATION_WARNING_MODULES = ("transformers", "peft")
+"""Libraries whose FutureWarning/DeprecationWarning notices concern their own internals."""
+
+
+def hparam_rows(defaults: dict[str, Any], meanings: dict[str, str]) -> list[list[Any]]:
+    """One row per hyperparameter: name, type, default, meaning ("-" when undocumented)."""
+    return [
+        [name, type(value).__name__, repr(value) if isinstance(value, str) else value,
+         meanings.get(name, "-")]
+        for name, value in defaults.items()
+    ]  # fmt: skip
+
+
+def hparam_table(defaults: dict[str, Any], meanings: dict[str, str]) -> str:
+    headers = ["name", "type", "default", "meaning"]
+    return tabulate(
+        hparam_rows(defaults, meanings), headers, tablefmt="plain", disable_numparse=True
+    )
+
+
+def method_hparam_help(method: Any) -> dict[str, str]:
+    """A method plugin's hyperparameter meanings (its ``hparam_help``) over the shared ones."""
+    return {**SHARED_METHOD_HPARAM_HELP, **getattr(method, "hparam_help", {})}
+
+
+def list_hparams(method_name: str | None) -> None:
+    method = None if method_name is None else METHODS.get(method_name)
+    own = {} if method is None else method.defaults
+    training = {k: v for k, v in TRAINING_DEFAULTS.items() if k not in own}
+    print("training hyperparameters (every method; --set KEY=VALUE):")
+    print(hparam_table(training, TRAINING_HPARAM_HELP))
+    if method is None:
+        print("\nmethod hyperparameters: peftbench list hparams METHOD")
+        return
+    print(f"\n{method_name} hyperparameters:")
+    print(hparam_table(own, method_hparam_help(method)))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    if args.kind == "hparams":
+        list_hparams(args.method)
+        return 0
+    if args.method is not None:
+        raise SpecError(
+            f"list {args.kind} takes no METHOD (got {args.method!r}); "
+            "only 'list hparams METHOD' does"
+        )
     registry = REGISTRIES[args.kind]
     width = max(len(name) for name in registry.names())
     for name, plugin in registry:
@@ -24,7 +98,35 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+class DropNotices(logging.Filter):
+    """Drops the log records of :data:`NON_ACTIONABLE_LOGS`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        library = record.name.split(".")[0]
+        fragments = NON_ACTIONABLE_LOGS.get(library, ())
+        return not any(fragment in record.getMessage() for fragment in fragments)
+
+
+def configure_output(library_warnings: bool) -> None:
+    """Log peftbench's progress (logger ``peftbench``, INFO) and library warnings to stderr,
+    without the libraries' non-actionable notices unless ``library_warnings``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    logging.getLogger("peftbench").setLevel(logging.INFO)
+    if library_warnings:
+        return
+    handler.addFilter(DropNotices())
+    from transformers.utils.logging import set_verbosity_error
+
+    set_verbosity_error()  # e.g. the load report of a truncated model with a new head
+    for module in DEPRECATION_WARNING_MODULES:
+        for category in (FutureWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=category, module=rf"{re.escape(module)}\b")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    configure_output(args.library_warnings)
     from peftbench.runner import execute
 
     spec = resolve_spec(
@@ -47,6 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
+    configure_output(args.library_warnings)
     from peftbench.data import save_tokenized
 
     TASKS.check(args.task)
@@ -104,22 +207,46 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+SET_HELP = "hyperparameter override (repeatable); names: peftbench list hparams METHOD"
+LIBRARY_WARNINGS_HELP = (
+    "also show the libraries' non-actionable notices (transformers below error level, "
+    "bitsandbytes' kernel notices, transformers/peft deprecation warnings)"
+)
+
+
+def run_epilog() -> str:
+    """``run --help``'s closing text: the training hyperparameters and where the others are."""
+    return (
+        "hyperparameters (--set KEY=VALUE): the training ones below, and the method's own:\n"
+        "  peftbench list hparams METHOD\n\n"
+        + hparam_table(TRAINING_DEFAULTS, TRAINING_HPARAM_HELP)
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="peftbench", description=__doc__)
     sub = parser.add_subparsers(dest="command_name", required=True)
 
-    listing = sub.add_parser("list", help="list registered methods, tasks or models")
-    listing.add_argument("kind", choices=sorted(REGISTRIES))
+    listing = sub.add_parser(
+        "list", help="list registered methods, tasks or models, or the hyperparameters"
+    )
+    listing.add_argument("kind", choices=LIST_KINDS, help="what to list")
+    listing.add_argument(
+        "method", nargs="?", default=None, help="with hparams: also list this method's own"
+    )
     listing.set_defaults(func=cmd_list)
 
-    run = sub.add_parser("run", help="train and evaluate one model × method × task × seed")
-    run.add_argument("--model", required=True)
-    run.add_argument("--method", required=True)
-    run.add_argument("--task", required=True)
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="hyperparameter override"
+    run = sub.add_parser(
+        "run",
+        help="train and evaluate one model × method × task × seed",
+        epilog=run_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    run.add_argument("--model", required=True, help="model name (peftbench list models)")
+    run.add_argument("--method", required=True, help="method name (peftbench list methods)")
+    run.add_argument("--task", required=True, help="task name (peftbench list tasks)")
+    run.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     run.add_argument("--data-dir", default=None, help="local data folder for tasks that take one")
     run.add_argument(
         "--setting",
@@ -129,47 +256,51 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tokenized", default=None, help="folder written by 'peftbench tokenize'")
     run.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     run.add_argument("--out", required=True, help="folder for result.json")
+    run.add_argument("--library-warnings", action="store_true", help=LIBRARY_WARNINGS_HELP)
     run.add_argument("--command", default=None, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
     tok = sub.add_parser("tokenize", help="tokenize a task for a model's tokenizer, saved to disk")
-    tok.add_argument("--task", required=True)
-    tok.add_argument("--model", required=True)
-    tok.add_argument("--max-length", type=int, required=True)
-    tok.add_argument("--data-dir", default=None)
-    tok.add_argument("--out", required=True)
+    tok.add_argument("--task", required=True, help="task name (peftbench list tasks)")
+    tok.add_argument("--model", required=True, help="model whose tokenizer is used")
+    tok.add_argument("--max-length", type=int, required=True, help="tokens kept per example")
+    tok.add_argument("--data-dir", default=None, help="local data folder for tasks that take one")
+    tok.add_argument("--out", required=True, help="folder for the tokenized splits")
+    tok.add_argument("--library-warnings", action="store_true", help=LIBRARY_WARNINGS_HELP)
     tok.set_defaults(func=cmd_tokenize)
 
     agg = sub.add_parser("aggregate", help="collect result records into one flat CSV table")
     agg.add_argument("records", nargs="+", help="result.json files")
-    agg.add_argument("--out", required=True)
+    agg.add_argument("--out", required=True, help="CSV file to write")
     agg.add_argument(
         "--skip-invalid", action="store_true", help="warn about bad records instead of stopping"
     )
     agg.set_defaults(func=cmd_aggregate)
 
     rep = sub.add_parser("report", help="render leaderboards from the aggregated table")
-    rep.add_argument("table")
-    rep.add_argument("--markdown", required=True)
-    rep.add_argument("--html", required=True)
+    rep.add_argument("table", help="CSV written by 'peftbench aggregate'")
+    rep.add_argument("--markdown", required=True, help="markdown leaderboard to write")
+    rep.add_argument("--html", required=True, help="HTML leaderboard to write")
     rep.set_defaults(func=cmd_report)
 
     count = sub.add_parser(
         "count", help="parameter counts of a model × method, without weights or training"
     )
-    count.add_argument("--model", required=True)
-    count.add_argument("--method", required=True)
-    count.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    count.add_argument("--num-labels", type=int, default=2)
+    count.add_argument("--model", required=True, help="model name (peftbench list models)")
+    count.add_argument("--method", required=True, help="method name (peftbench list methods)")
+    count.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    count.add_argument(
+        "--num-labels", type=int, default=2, help="classes of the task head (default: 2)"
+    )
     count.add_argument("--json", action="store_true", help="one JSON object")
     count.set_defaults(func=cmd_count)
 
     code = sub.add_parser(
         "codehash", help="hash of the code a model × method × task run depends on"
     )
-    code.add_argument("--model", required=True)
-    code.add_argument("--method", required=True)
-    code.add_argument("--task", required=True)
+    code.add_argument("--model", required=True, help="model name (peftbench list models)")
+    code.add_argument("--method", required=True, help="method name (peftbench list methods)")
+    code.add_argument("--task", required=True, help="task name (peftbench list tasks)")
     code.set_defaults(func=cmd_codehash)
 
     check = sub.add_parser("verify", help="check a results folder's records and leaderboard")

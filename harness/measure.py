@@ -8,10 +8,13 @@ synchronised.
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def _status_bytes(field: str) -> int | None:
@@ -32,6 +35,15 @@ def _reset_rss_peak() -> bool:
         return False
 
 
+def format_duration(seconds: float) -> str:
+    """``42s``, ``9m05s`` or ``2h03m``: a duration for progress lines."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 def synchronize(device: str) -> None:
     if device.startswith("cuda"):
         import torch
@@ -41,7 +53,8 @@ def synchronize(device: str) -> None:
 
 @contextmanager
 def phase(name: str, device: str, into: dict[str, Any]):
-    """Measure one phase: wall seconds into ``into["timing"]``, peaks into ``into["memory"]``."""
+    """Measure one phase: wall seconds into ``into["timing"]``, peaks into ``into["memory"]``;
+    one log line when it starts and one when it ends."""
     import torch
 
     cuda = device.startswith("cuda")
@@ -49,12 +62,17 @@ def phase(name: str, device: str, into: dict[str, Any]):
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     synchronize(device)
+    log.info("phase %s started", name)
     start = time.perf_counter()
+    outcome = "failed"
     try:
         yield
+        outcome = "done"
     finally:
         synchronize(device)
-        into["timing"][f"{name}_s"] = time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        into["timing"][f"{name}_s"] = seconds
+        log.info("phase %s %s in %s", name, outcome, format_duration(seconds))
         memory = into["memory"]
         peak = _status_bytes("VmHWM")
         memory[f"{name}_cpu_peak_rss_bytes"] = peak

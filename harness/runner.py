@@ -398,11 +398,22 @@ def eval_subset(rows, limit: int):
 
 
 def _train(model, optimizer, scheduler, loader, accelerator, method, hp, device):
-    """Train for ``hp["steps"]`` optimizer steps, cycling over the data; per-step measurements."""
+    """Train for ``hp["steps"]`` optimizer steps, cycling over the data; per-step measurements.
+    Logs progress about ten times (every ``steps // 10`` steps, and at the last): the step, the
+    mean loss and the samples/s since the previous line, the time elapsed and the time left."""
+    import logging
+
+    from peftbench.measure import format_duration
+
+    log = logging.getLogger(__name__)
+    steps = hp["steps"]
+    every = max(1, steps // 10)
     model.train()
     losses, step_times, samples, tokens = [], [], [], []
     batches = iter(loader)
-    for step in range(hp["steps"]):
+    began = last_time = time.perf_counter()
+    last_step = 0
+    for step in range(steps):
         try:
             batch = next(batches)
         except StopIteration:
@@ -423,6 +434,20 @@ def _train(model, optimizer, scheduler, loader, accelerator, method, hp, device)
         losses.append(loss.item())
         samples.append(int(batch["labels"].shape[0]))
         tokens.append(int(batch["attention_mask"].sum().item()))
+        done = step + 1
+        if done % every == 0 or done == steps:
+            now = time.perf_counter()
+            elapsed = now - began
+            log.info(
+                "step %d/%d  loss %.4f  %.1f samples/s  elapsed %s  eta %s",
+                done,
+                steps,
+                sum(losses[last_step:]) / (done - last_step),
+                sum(samples[last_step:]) / (now - last_time),
+                format_duration(elapsed),
+                format_duration(elapsed / done * (steps - done)),
+            )
+            last_step, last_time = done, now
     return losses, step_times, samples, tokens
 
 

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from peftbench.method import Method, is_head
-from peftbench.model import ModelInfo
+
+if TYPE_CHECKING:
+    from peftbench.model import ModelInfo
 
 REPARAMETRIZATIONS = ("transform", "mlp_head", "lstm_head")
 """peft's prompt-encoder modules that compute the prompt while training (prefix, P-tuning)."""
@@ -27,6 +26,13 @@ def task_type(info: ModelInfo) -> Any:
     from peft import TaskType
 
     return TaskType.CAUSAL_LM if info.head == "causal-lm" else TaskType.SEQ_CLS
+
+
+TARGET_MODULES_HELP = (
+    "modules that get the update: auto (peft's default for the architecture), all-linear, "
+    "or comma-separated module names"
+)
+"""Meaning of the ``target_modules`` hyperparameter (:func:`target_modules`), for ``--help``."""
 
 
 def target_modules(value: str) -> list[str] | str | None:
@@ -76,6 +82,8 @@ class PromptMethod(PeftMethod):
     name for it, ``prompt_embeddings``."""
 
     def artifact(self, model, info):
+        import torch
+
         adapter = model.active_adapter
         encoder = model.prompt_encoder[adapter]
         if model.peft_config[adapter].inference_mode:
@@ -85,6 +93,9 @@ class PromptMethod(PeftMethod):
         return {"prompt_embeddings": encoder(tokens[None])[0].detach()}
 
     def load_artifact(self, model, tensors, info):
+        import torch
+        from torch import nn
+
         (prompt,) = tensors.values()
         adapter = model.active_adapter
         encoder = model.prompt_encoder[adapter]

@@ -19,7 +19,7 @@ Architectures: any with linear (or GPT-2 Conv1D) layers.
 from __future__ import annotations
 
 from peftbench import register_method
-from peftbench.methods._peft import PeftMethod, target_modules, task_type
+from peftbench.methods._peft import TARGET_MODULES_HELP, PeftMethod, target_modules, task_type
 
 
 @register_method("adalora")
@@ -37,6 +37,17 @@ class AdaLoRA(PeftMethod):
         "delta_t": 10,
         "beta": 0.85,
         "orth_reg_weight": 0.1,
+    }
+    hparam_help = {
+        "target_modules": TARGET_MODULES_HELP,
+        "init_r": "rank of every adapted matrix at the start",
+        "target_r": "average rank per matrix once the budget has fallen",
+        "alpha": "scaling numerator: the update is multiplied by alpha/r",
+        "tinit": "fraction of the steps trained before the budget starts to fall",
+        "tfinal": "fraction of the steps, at the end, that train the final allocation",
+        "delta_t": "optimizer steps between two reallocations of the budget",
+        "beta": "smoothing of the importance scores (peft's beta1 and beta2)",
+        "orth_reg_weight": "weight of the orthogonality regulariser on P and Q",
     }
     lr_range = (5e-4, 1.2e-3)
 

@@ -22,6 +22,9 @@ class Freeze(Method):
     description = "Freeze: only the top k transformer layers (and what is above them) trained"
     paper = "Lee et al., 2019, What Would Elsa Do? Freezing Layers ..., arXiv:1911.03090"
     defaults = {"lr": 1e-4, "k": 1}
+    hparam_help = {
+        "k": "number of top transformer layers trained (1 to the model's layers)",
+    }
     lr_range = (1e-5, 1e-4)
     trains_base_weights = True
 

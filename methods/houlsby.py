@@ -13,19 +13,23 @@ family, GPT-2, Llama family.
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from peftbench import register_method
 from peftbench.method import Method
 from peftbench.methods._modules import (
     LAYOUTS,
-    add_serial_adapter,
     freeze_all,
     transformer_layers,
 )
 
+if TYPE_CHECKING:
+    from torch import nn
+
 
 def is_norm(module: nn.Module) -> bool:
+    from torch import nn
+
     return isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("RMSNorm")
 
 
@@ -34,10 +38,16 @@ class Houlsby(Method):
     description = "Houlsby adapters: two bottleneck adapters per layer, layer norms trained"
     paper = "Houlsby et al., 2019, Parameter-Efficient Transfer Learning for NLP, arXiv:1902.00751"
     defaults = {"lr": 3e-4, "bottleneck": 64, "activation": "swish"}
+    hparam_help = {
+        "bottleneck": "adapter bottleneck width m",
+        "activation": "adapter nonlinearity (a transformers activation: relu, gelu, swish)",
+    }
     lr_range = (3e-5, 3e-3)
     architectures = tuple(LAYOUTS)
 
     def apply(self, model, hp, info):
+        from peftbench.methods._layers import add_serial_adapter
+
         freeze_all(model)
         layout = LAYOUTS[info.model_type]
         for layer in transformer_layers(model, info):

@@ -10,8 +10,7 @@ to 5e-4 for RoBERTa-base). Mergeable: after merging it adds no inference-time pa
 from __future__ import annotations
 
 from peftbench import register_method
-from peftbench.methods._peft import PeftMethod, target_modules
-from peftbench.quantize import quantize_linears
+from peftbench.methods._peft import TARGET_MODULES_HELP, PeftMethod, target_modules
 
 
 @register_method("lora")
@@ -19,6 +18,12 @@ class LoRA(PeftMethod):
     description = "LoRA: Low-Rank Adaptation, trainable update B·A on attention projections (peft)"
     paper = "Hu et al., 2022, LoRA: Low-Rank Adaptation of Large Language Models, arXiv:2106.09685"
     defaults = {"lr": 5e-4, "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "auto"}
+    hparam_help = {
+        "r": "rank of the update B·A",
+        "alpha": "scaling numerator: the update is multiplied by alpha/r",
+        "dropout": "dropout on the input of the update",
+        "target_modules": TARGET_MODULES_HELP,
+    }
     lr_range = (1e-4, 1e-3)
 
     def peft_config(self, hp, info):
@@ -41,6 +46,8 @@ class QuantizedLoRA(LoRA):
     bits: int = 4
 
     def apply(self, model, hp, info):
+        from peftbench.quantize import quantize_linears
+
         quantize_linears(model, info, self.bits)
         return super().apply(model, hp, info)
 

@@ -18,8 +18,6 @@ from peftbench import register_method
 from peftbench.methods._modules import (
     LAYOUTS,
     DeepPrefixMethod,
-    add_deep_prefix,
-    add_parallel_adapter,
     freeze_all,
     transformer_layers,
 )
@@ -39,9 +37,17 @@ class MAMAdapter(DeepPrefixMethod):
         "bottleneck": 512,
         "scale": 4.0,
     }
+    hparam_help = {
+        "prefix_length": "prefix vectors l per layer",
+        "prefix_hidden": "width of the MLP that computes the prefix while training",
+        "bottleneck": "parallel adapter bottleneck width m",
+        "scale": "scale s of the parallel adapter's output",
+    }
     lr_range = (5e-5, 5e-4)
 
     def apply(self, model, hp, info):
+        from peftbench.methods._layers import add_deep_prefix, add_parallel_adapter
+
         freeze_all(model)
         add_deep_prefix(model, info, hp["prefix_length"], hp["prefix_hidden"])
         path = LAYOUTS[info.model_type].ffn_residual

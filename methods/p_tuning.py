@@ -21,6 +21,11 @@ class PTuning(PromptMethod):
     description = "P-tuning: prompt embeddings from a trained LSTM+MLP prompt encoder (peft)"
     paper = "Liu et al., 2021, GPT Understands, Too, arXiv:2103.10385"
     defaults = {"lr": 1e-3, "num_virtual_tokens": 20, "encoder_hidden_size": 128, "encoder": "lstm"}
+    hparam_help = {
+        "num_virtual_tokens": "prompt length p (virtual tokens)",
+        "encoder_hidden_size": "hidden size of the prompt encoder",
+        "encoder": "prompt encoder: lstm (LSTM then MLP) or mlp",
+    }
     lr_range = (1e-4, 1e-2)
 
     def unsupported_reason(self, info):

@@ -22,6 +22,9 @@ class PTuningV2(PromptMethod):
     description = "P-tuning v2: deep prompts (key/value prefixes) in every layer, no MLP (peft)"
     paper = "Liu et al., 2022, P-Tuning v2, arXiv:2110.07602"
     defaults = {"lr": 5e-3, "num_virtual_tokens": 20}
+    hparam_help = {
+        "num_virtual_tokens": "prefix length l (key/value vectors per layer)",
+    }
     lr_range = (5e-3, 1e-2)
 
     def peft_config(self, hp, info):

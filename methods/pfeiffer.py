@@ -16,7 +16,6 @@ from peftbench import register_method
 from peftbench.method import Method
 from peftbench.methods._modules import (
     LAYOUTS,
-    add_serial_adapter,
     freeze_all,
     transformer_layers,
 )
@@ -27,10 +26,16 @@ class Pfeiffer(Method):
     description = "Pfeiffer adapter: one bottleneck adapter per layer, after the feed-forward block"
     paper = "Pfeiffer et al., 2021, AdapterFusion, arXiv:2005.00247"
     defaults = {"lr": 1e-4, "reduction_factor": 16, "activation": "relu"}
+    hparam_help = {
+        "reduction_factor": "bottleneck width is the hidden size divided by this",
+        "activation": "adapter nonlinearity (a transformers activation: relu, gelu, swish)",
+    }
     lr_range = (1e-4, 1e-3)
     architectures = tuple(LAYOUTS)
 
     def apply(self, model, hp, info):
+        from peftbench.methods._layers import add_serial_adapter
+
         freeze_all(model)
         size = max(1, info.hidden_size // hp["reduction_factor"])
         path = LAYOUTS[info.model_type].ffn_output

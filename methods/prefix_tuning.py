@@ -28,6 +28,11 @@ class PrefixTuning(PromptMethod):
         "prefix_projection": True,
         "encoder_hidden_size": 512,
     }
+    hparam_help = {
+        "num_virtual_tokens": "prefix length l (key/value vectors per layer)",
+        "prefix_projection": "compute the prefix with an MLP while training (false: P-tuning v2)",
+        "encoder_hidden_size": "width of that MLP",
+    }
     lr_range = (5e-5, 5e-3)
 
     def peft_config(self, hp, info):

@@ -24,6 +24,10 @@ class PromptTuning(PromptMethod):
     description = "Prompt tuning: trainable soft-prompt embeddings before the input (peft)"
     paper = "Lester et al., 2021, The Power of Scale for ... Prompt Tuning, arXiv:2104.08691"
     defaults = {"lr": 3e-2, "num_virtual_tokens": 20, "init": "sample_vocab"}
+    hparam_help = {
+        "num_virtual_tokens": "soft-prompt length p (virtual tokens)",
+        "init": "initial prompt: sample_vocab (embeddings of random vocabulary tokens) or random",
+    }
     lr_range = (1e-3, 3e-1)
 
     def unsupported_reason(self, info):

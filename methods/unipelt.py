@@ -21,9 +21,6 @@ from peftbench import register_method
 from peftbench.methods._modules import (
     LAYOUTS,
     DeepPrefixMethod,
-    add_deep_prefix,
-    add_gated_low_rank,
-    add_serial_adapter,
     freeze_all,
     transformer_layers,
 )
@@ -41,9 +38,22 @@ class UniPELT(DeepPrefixMethod):
         "lora_targets": "query,value",
         "reduction_factor": 16,
     }
+    hparam_help = {
+        "prefix_length": "prefix vectors l per layer",
+        "prefix_hidden": "width of the MLP that computes the prefix while training",
+        "lora_r": "rank of the gated LoRA update",
+        "lora_targets": "comma-separated attention submodules that get the gated LoRA update",
+        "reduction_factor": "the gated adapter's width is the hidden size divided by this",
+    }
     lr_range = (1e-4, 1e-3)
 
     def apply(self, model, hp, info):
+        from peftbench.methods._layers import (
+            add_deep_prefix,
+            add_gated_low_rank,
+            add_serial_adapter,
+        )
+
         freeze_all(model)
         layout = LAYOUTS[info.model_type]
         add_deep_prefix(model, info, hp["prefix_length"], hp["prefix_hidden"], gated=True)

@@ -14,7 +14,7 @@ Mergeable. Architectures: those peft has VeRA defaults for (BERT family, GPT-2, 
 from __future__ import annotations
 
 from peftbench import register_method
-from peftbench.methods._peft import PeftMethod, target_modules
+from peftbench.methods._peft import TARGET_MODULES_HELP, PeftMethod, target_modules
 
 
 @register_method("vera")
@@ -22,6 +22,12 @@ class VeRA(PeftMethod):
     description = "VeRA: shared frozen random low-rank matrices, trained scaling vectors (peft)"
     paper = "Kopiczko et al., 2024, VeRA: Vector-based Random Matrix Adaptation, arXiv:2310.11454"
     defaults = {"lr": 4e-3, "r": 256, "target_modules": "auto", "d_initial": 0.1, "seed": 0}
+    hparam_help = {
+        "r": "rank of the shared frozen random matrices",
+        "target_modules": TARGET_MODULES_HELP,
+        "d_initial": "initial value of the scaling vector λ_d",
+        "seed": "seed of the shared random matrices (peft's projection_prng_key)",
+    }
     lr_range = (1e-3, 1e-2)
 
     def peft_config(self, hp, info):
