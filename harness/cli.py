@@ -17,7 +17,16 @@ from tabulate import tabulate
 from peftbench.grid import DEFAULT_SETTING
 from peftbench.record import RecordError
 from peftbench.registry import METHODS, MODELS, TASKS, UnknownNameError
-from peftbench.spec import PRECISIONS, TRAINING_DEFAULTS, SpecError, parse_assignments, resolve_spec
+from peftbench.spec import (
+    PRECISIONS,
+    SPEC_FILE,
+    TRAINING_DEFAULTS,
+    RunSpec,
+    SpecError,
+    parse_assignments,
+    read_spec,
+    resolve_spec,
+)
 
 REGISTRIES = {"methods": METHODS, "tasks": TASKS, "models": MODELS}
 LIST_KINDS = (*sorted(REGISTRIES), "hparams")
@@ -127,25 +136,53 @@ def configure_output(library_warnings: bool) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     configure_output(args.library_warnings)
-    from peftbench.runner import execute
+    import traceback
 
-    spec = resolve_spec(
-        args.model,
-        args.method,
-        args.task,
-        args.seed,
-        parse_assignments(args.set),
-        args.data_dir,
-        args.setting,
-    )
+    from peftbench.runner import HarnessError, execute
+
+    spec = run_spec(args)
     command = "peftbench " + shlex.join(sys.argv[1:]) if args.command is None else args.command
-    record = execute(spec, args.out, args.tokenized, args.threads, command)
+    try:
+        record = execute(spec, args.out, args.tokenized, args.threads, command)
+    except HarnessError as error:
+        traceback.print_exception(error)  # the whole story, for the log
+        print(
+            f"peftbench: error: {error} (no record written: the environment or the harness is "
+            "broken, not this combination)",
+            file=sys.stderr,
+        )
+        return 1
     status = record["status"]
     summary = record["metrics"].get("values", {})
     print(f"{spec.run_id}: {status['code']} {json.dumps(summary)}", file=sys.stderr)
     if status["code"] != "ok":
         print(status["message"], file=sys.stderr)
     return 0
+
+
+RUN_FLAGS = ("model", "method", "task", "seed", "set", "data_dir", "setting")
+"""``peftbench run`` options that describe the run: given by flags, or all by ``--spec``."""
+
+
+def run_spec(args: argparse.Namespace) -> RunSpec:
+    """The run ``peftbench run`` was asked for: the ``--spec`` file, or the flags resolved."""
+    if args.spec is not None:
+        given = [f"--{f.replace('_', '-')}" for f in RUN_FLAGS if getattr(args, f) is not None]
+        if given:
+            raise SpecError(f"--spec describes the whole run; drop {', '.join(given)}")
+        return read_spec(args.spec)
+    missing = [f"--{f}" for f in ("model", "method", "task") if getattr(args, f) is None]
+    if missing:
+        raise SpecError(f"peftbench run needs --spec FILE, or {', '.join(missing)}")
+    return resolve_spec(
+        args.model,
+        args.method,
+        args.task,
+        0 if args.seed is None else args.seed,
+        parse_assignments(args.set or []),
+        args.data_dir,
+        args.setting or DEFAULT_SETTING,
+    )
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
@@ -242,20 +279,29 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=run_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--model", required=True, help="model name (peftbench list models)")
-    run.add_argument("--method", required=True, help="method name (peftbench list methods)")
-    run.add_argument("--task", required=True, help="task name (peftbench list tasks)")
-    run.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
-    run.add_argument("--data-dir", default=None, help="local data folder for tasks that take one")
+    run.add_argument(
+        "--spec",
+        default=None,
+        metavar="FILE",
+        help=f"the run's {SPEC_FILE}, as the workflow writes it (then no --model, --method, "
+        "--task, --seed, --set, --data-dir or --setting)",
+    )
+    run.add_argument("--model", help="model name (peftbench list models)")
+    run.add_argument("--method", help="method name (peftbench list methods)")
+    run.add_argument("--task", help="task name (peftbench list tasks)")
+    run.add_argument("--seed", type=int, help="random seed (default: 0)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
+    run.add_argument("--data-dir", help="local data folder for tasks that take one")
     run.add_argument(
         "--setting",
-        default=DEFAULT_SETTING,
-        help="label of the grid point these --set values make (recorded; names the run)",
+        help="label of the grid point these --set values make (recorded; names the run; "
+        f"default: {DEFAULT_SETTING})",
     )
     run.add_argument("--tokenized", default=None, help="folder written by 'peftbench tokenize'")
     run.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    run.add_argument("--out", required=True, help="folder for result.json")
+    run.add_argument(
+        "--out", required=True, help=f"the run's folder: {SPEC_FILE} (with flags) and result.json"
+    )
     run.add_argument("--library-warnings", action="store_true", help=LIBRARY_WARNINGS_HELP)
     run.add_argument("--command", default=None, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)

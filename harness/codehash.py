@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.util
 import subprocess
 import sys
 from functools import cache
@@ -60,10 +61,10 @@ def plugin_files(plugin: object) -> set[Path]:
             name = node.module or ""
             if node.level:
                 name = package + ("." + name if name else "")
-            if name.startswith(package + "."):
-                sibling = sys.modules.get(name)
-                if sibling is not None and getattr(sibling, "__file__", None):
-                    files.add(Path(sibling.__file__))
+            if name.startswith(package + "."):  # found without importing it (lazy imports)
+                found = importlib.util.find_spec(name)
+                if found is not None and found.origin:
+                    files.add(Path(found.origin))
     return files
 
 

@@ -11,6 +11,7 @@ process (a signal) leaves no record either, and then Snakemake reruns the job.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import platform
 import time
@@ -25,6 +26,7 @@ from peftbench.device import DevicesBusyError
 from peftbench.feasibility import unsupported_reason
 from peftbench.measure import (
     expected_memory,
+    format_duration,
     matmul_params,
     model_flops_utilisation,
     percentile,
@@ -35,7 +37,9 @@ from peftbench.method import is_head
 from peftbench.quantize import BITS, bitsandbytes, quantize_linears, quantized_parameters
 from peftbench.record import SCHEMA_VERSION, write_record
 from peftbench.registry import METHODS, MODELS, TASKS
-from peftbench.spec import RunSpec
+from peftbench.spec import RunSpec, write_spec
+
+log = logging.getLogger(__name__)
 
 WARMUP_STEPS_EXCLUDED = 3
 """Steps left out of the throughput figures (allocator and kernel warm-up)."""
@@ -120,9 +124,11 @@ def execute(
     command: str = "",
     lock_dir: str | Path = ".peftbench/locks",
 ) -> dict[str, Any]:
-    """Run ``spec`` and write ``out_dir/result.json``; return the record whatever the outcome."""
+    """Run ``spec`` and write ``out_dir/result.json`` (beside its ``spec.json``); return the
+    record whatever the outcome of the combination."""
     from peftbench.codehash import code_hash
 
+    write_spec(out_dir, spec)  # the contract beside the record (kept if it already holds it)
     record = empty_record(spec, command)
     record["provenance"]["code_hash"] = code_hash(spec.model, spec.method, spec.task)
     try:
@@ -263,11 +269,17 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
     with phase("dev", device, record):  # hyperparameters are selected on this split's score
         dev_predictions, dev_references, _, _ = score(model, dev_loader, accelerator, device)
     record["memory"]["expected"] = expected_memory(model, hp)
-    record["params"].update(
-        count_trained(
-            accelerator.unwrap_model(model), method, info, base, inplace=True, mergeable=mergeable
+    with phase("count", device, record):  # stored, changed, update rank: needs the trained model
+        record["params"].update(
+            count_trained(
+                accelerator.unwrap_model(model),
+                method,
+                info,
+                base,
+                inplace=True,
+                mergeable=mergeable,
+            )
         )
-    )
     if device.startswith("cuda"):
         record["throughput"].update(
             model_flops_utilisation(
@@ -401,11 +413,6 @@ def _train(model, optimizer, scheduler, loader, accelerator, method, hp, device)
     """Train for ``hp["steps"]`` optimizer steps, cycling over the data; per-step measurements.
     Logs progress about ten times (every ``steps // 10`` steps, and at the last): the step, the
     mean loss and the samples/s since the previous line, the time elapsed and the time left."""
-    import logging
-
-    from peftbench.measure import format_duration
-
-    log = logging.getLogger(__name__)
     steps = hp["steps"]
     every = max(1, steps // 10)
     model.train()

@@ -6,7 +6,11 @@ user's overrides. Every name and value is checked here, before any expensive wor
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from peftbench.grid import DEFAULT_SETTING, check_label
@@ -35,8 +39,17 @@ class SpecError(ValueError):
     """A bad run specification; the message names the bad value and the valid choices."""
 
 
+RUN_PATTERN = "{model}/{method}/{task}/{setting}/seed{seed}"
+"""A run's id, and its folder under ``<results>/runs/``: the one place the layout is written
+(the Snakemake rules use it as their wildcard pattern)."""
+SPEC_FILE = "spec.json"
+"""The run contract in a run's folder: what ``peftbench run --spec`` runs (docs/measurement.md)."""
+
+
 @dataclass(frozen=True)
 class RunSpec:
+    """One run, every value resolved: the contract between planning and the job."""
+
     model: str
     method: str
     task: str
@@ -48,10 +61,65 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        return f"{self.model}/{self.method}/{self.task}/{self.setting}/seed{self.seed}"
+        return RUN_PATTERN.format(**asdict(self))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def to_json(self) -> str:
+        """The canonical JSON text of the spec (sorted keys): equal specs, equal text."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> RunSpec:
+        """The spec ``fields`` describe, resolved and checked again (a spec file is input too)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(fields) - names
+        missing = {"model", "method", "task", "seed"} - set(fields)
+        if unknown or missing:
+            raise SpecError(
+                f"run spec: unknown fields {sorted(unknown)}, missing fields {sorted(missing)}; "
+                f"valid: {', '.join(sorted(names))}"
+            )
+        return resolve_spec(
+            fields["model"],
+            fields["method"],
+            fields["task"],
+            fields["seed"],
+            fields.get("hparams"),
+            fields.get("data_dir"),
+            fields.get("setting", DEFAULT_SETTING),
+        )
+
+
+def write_spec(folder: str | os.PathLike, spec: RunSpec) -> Path:
+    """Write ``spec`` to ``folder``/:data:`SPEC_FILE` atomically, unless the file already holds
+    it (then it is left untouched: a workflow input keeps its time stamp); return its path."""
+    from peftbench.record import write_json_atomic
+
+    path = Path(folder) / SPEC_FILE
+    try:
+        unchanged = json.loads(path.read_text()) == spec.to_dict()
+    except (OSError, ValueError):
+        unchanged = False
+    if not unchanged:
+        write_json_atomic(path, spec.to_dict())
+    return path
+
+
+def read_spec(path: str | os.PathLike) -> RunSpec:
+    """The spec in a :data:`SPEC_FILE`, resolved and checked; a bad file raises
+    :class:`SpecError` naming it."""
+    try:
+        fields = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise SpecError(f"run spec {path}: cannot be read ({error})") from error
+    if not isinstance(fields, dict):
+        raise SpecError(f"run spec {path}: not a JSON object")
+    try:
+        return RunSpec.from_dict(fields)
+    except SpecError as error:
+        raise SpecError(f"run spec {path}: {error}") from error
 
 
 def parse_value(key: str, raw: Any, default: Any) -> Any:

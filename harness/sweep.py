@@ -22,7 +22,7 @@ from peftbench.codehash import code_hash, harness_hash, hash_files, plugin_files
 from peftbench.feasibility import spec_problems, task_problems
 from peftbench.grid import DEFAULT_SETTING, grid_points, setting_label
 from peftbench.registry import METHODS, MODELS, TASKS, UnknownNameError
-from peftbench.spec import RunSpec, SpecError, resolve_hparams, resolve_spec
+from peftbench.spec import RUN_PATTERN, RunSpec, SpecError, resolve_hparams, resolve_spec
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,14 @@ class Sweep:
             **self.settings(method)[setting],
         }
 
-    def set_args(self, method: str, setting: str = DEFAULT_SETTING) -> str:
-        overrides = self.overrides(method, setting)
-        return " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in sorted(overrides.items()))
+    @cached_property
+    def by_run_id(self) -> dict[str, RunSpec]:
+        return {spec.run_id: spec for spec in self.specs}
+
+    def spec_json(self, **fields: Any) -> str:
+        """The canonical JSON of the planned run whose id ``fields`` (the run pattern's
+        wildcards: model, method, task, setting, seed) make: what its ``spec.json`` holds."""
+        return self.by_run_id[RUN_PATTERN.format(**fields)].to_json()
 
     def data_dir(self, task: str) -> str | None:
         return (self.config.get("data_dirs") or {}).get(task)

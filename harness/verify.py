@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from peftbench.record import RecordError, read_record
+from peftbench.spec import SPEC_FILE, SpecError, read_spec
 
 LEADERBOARD = "leaderboard.csv"
 
@@ -68,6 +69,20 @@ def check_record(root: Path, path: Path, record: dict[str, Any]) -> list[Problem
     command = record["provenance"]["command"]
     if not isinstance(command, str) or not command.strip():
         problems.append(Problem(str(path), "provenance.command is empty"))
+    contract = path.parent / SPEC_FILE
+    if not contract.is_file():
+        problems.append(Problem(str(path), f"no {SPEC_FILE} beside it: the run's contract"))
+    else:
+        try:
+            planned = read_spec(contract).to_dict()
+        except SpecError as error:
+            problems.append(Problem(str(contract), str(error)))
+        else:
+            differ = sorted(k for k in planned if planned[k] != record["spec"].get(k))
+            if differ:
+                problems.append(
+                    Problem(str(path), f"its spec differs from {contract} in {', '.join(differ)}")
+                )
     return problems
 
 

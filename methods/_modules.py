@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING
 
 from peftbench.method import Method
 
+ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu", "swish", "tanh")
+"""Adapter nonlinearities (names in ``transformers.activations.ACT2FN``)."""
+
 if TYPE_CHECKING:
     import torch
     from torch import nn

@@ -18,6 +18,8 @@ Architectures: any with linear (or GPT-2 Conv1D) layers.
 
 from __future__ import annotations
 
+import math
+
 from peftbench import register_method
 from peftbench.methods._peft import TARGET_MODULES_HELP, PeftMethod, target_modules, task_type
 
@@ -48,6 +50,16 @@ class AdaLoRA(PeftMethod):
         "delta_t": "optimizer steps between two reallocations of the budget",
         "beta": "smoothing of the importance scores (peft's beta1 and beta2)",
         "orth_reg_weight": "weight of the orthogonality regulariser on P and Q",
+    }
+    hparam_bounds = {
+        "init_r": (1, math.inf),
+        "target_r": (1, math.inf),
+        "alpha": (0, math.inf),
+        "tinit": (0, 1),
+        "tfinal": (0, 1),
+        "delta_t": (1, math.inf),
+        "beta": (0, 1),
+        "orth_reg_weight": (0, math.inf),
     }
     lr_range = (5e-4, 1.2e-3)
 

@@ -12,6 +12,8 @@ GPT-2, Llama, ...).
 
 from __future__ import annotations
 
+import math
+
 from peftbench import register_method
 from peftbench.method import Method
 from peftbench.methods._modules import transformer_layers
@@ -25,6 +27,7 @@ class Freeze(Method):
     hparam_help = {
         "k": "number of top transformer layers trained (1 to the model's layers)",
     }
+    hparam_bounds = {"k": (1, math.inf)}
     lr_range = (1e-5, 1e-4)
     trains_base_weights = True
 

@@ -13,11 +13,13 @@ family, GPT-2, Llama family.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from peftbench import register_method
 from peftbench.method import Method
 from peftbench.methods._modules import (
+    ACTIVATIONS,
     LAYOUTS,
     freeze_all,
     transformer_layers,
@@ -42,6 +44,8 @@ class Houlsby(Method):
         "bottleneck": "adapter bottleneck width m",
         "activation": "adapter nonlinearity (a transformers activation: relu, gelu, swish)",
     }
+    hparam_choices = {"activation": ACTIVATIONS}
+    hparam_bounds = {"bottleneck": (1, math.inf)}
     lr_range = (3e-5, 3e-3)
     architectures = tuple(LAYOUTS)
 

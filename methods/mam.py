@@ -14,6 +14,8 @@ choices. Architectures: BERT family (bert, roberta, xlm-roberta, electra).
 
 from __future__ import annotations
 
+import math
+
 from peftbench import register_method
 from peftbench.methods._modules import (
     LAYOUTS,
@@ -42,6 +44,12 @@ class MAMAdapter(DeepPrefixMethod):
         "prefix_hidden": "width of the MLP that computes the prefix while training",
         "bottleneck": "parallel adapter bottleneck width m",
         "scale": "scale s of the parallel adapter's output",
+    }
+    hparam_bounds = {
+        "prefix_length": (1, math.inf),
+        "prefix_hidden": (1, math.inf),
+        "bottleneck": (1, math.inf),
+        "scale": (0, math.inf),
     }
     lr_range = (5e-5, 5e-4)
 

@@ -12,6 +12,8 @@ which read the last non-padding token and cannot find it in peft's prompted embe
 
 from __future__ import annotations
 
+import math
+
 from peftbench import register_method
 from peftbench.methods._peft import PromptMethod, input_prompt_unsupported, task_type
 
@@ -26,6 +28,8 @@ class PTuning(PromptMethod):
         "encoder_hidden_size": "hidden size of the prompt encoder",
         "encoder": "prompt encoder: lstm (LSTM then MLP) or mlp",
     }
+    hparam_choices = {"encoder": ("lstm", "mlp")}
+    hparam_bounds = {"num_virtual_tokens": (1, math.inf), "encoder_hidden_size": (1, math.inf)}
     lr_range = (1e-4, 1e-2)
 
     def unsupported_reason(self, info):
@@ -34,8 +38,6 @@ class PTuning(PromptMethod):
     def peft_config(self, hp, info):
         from peft import PromptEncoderConfig
 
-        if hp["encoder"] not in ("lstm", "mlp"):
-            raise ValueError("p_tuning: encoder must be lstm or mlp")
         return PromptEncoderConfig(
             task_type=task_type(info),
             num_virtual_tokens=hp["num_virtual_tokens"],

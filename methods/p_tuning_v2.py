@@ -13,6 +13,8 @@ prefix-tunes.
 
 from __future__ import annotations
 
+import math
+
 from peftbench import register_method
 from peftbench.methods._peft import PromptMethod, task_type
 
@@ -25,6 +27,7 @@ class PTuningV2(PromptMethod):
     hparam_help = {
         "num_virtual_tokens": "prefix length l (key/value vectors per layer)",
     }
+    hparam_bounds = {"num_virtual_tokens": (1, math.inf)}
     lr_range = (5e-3, 1e-2)
 
     def peft_config(self, hp, info):

@@ -12,9 +12,12 @@ parameters per layer. Architectures: BERT family, GPT-2, Llama family.
 
 from __future__ import annotations
 
+import math
+
 from peftbench import register_method
 from peftbench.method import Method
 from peftbench.methods._modules import (
+    ACTIVATIONS,
     LAYOUTS,
     freeze_all,
     transformer_layers,
@@ -30,6 +33,8 @@ class Pfeiffer(Method):
         "reduction_factor": "bottleneck width is the hidden size divided by this",
         "activation": "adapter nonlinearity (a transformers activation: relu, gelu, swish)",
     }
+    hparam_choices = {"activation": ACTIVATIONS}
+    hparam_bounds = {"reduction_factor": (1, math.inf)}
     lr_range = (1e-4, 1e-3)
     architectures = tuple(LAYOUTS)
 

@@ -14,6 +14,8 @@ code). Architectures: those peft prefix-tunes (BERT family, GPT-2, Llama, ...).
 
 from __future__ import annotations
 
+import math
+
 from peftbench import register_method
 from peftbench.methods._peft import PromptMethod, task_type
 
@@ -33,6 +35,7 @@ class PrefixTuning(PromptMethod):
         "prefix_projection": "compute the prefix with an MLP while training (false: P-tuning v2)",
         "encoder_hidden_size": "width of that MLP",
     }
+    hparam_bounds = {"num_virtual_tokens": (1, math.inf), "encoder_hidden_size": (1, math.inf)}
     lr_range = (5e-5, 5e-3)
 
     def peft_config(self, hp, info):

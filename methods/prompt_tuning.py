@@ -13,6 +13,8 @@ cannot find it once peft passes embeddings instead of token ids.
 
 from __future__ import annotations
 
+import math
+
 from peftbench import register_method
 from peftbench.methods._peft import PromptMethod, input_prompt_unsupported, task_type
 
@@ -28,6 +30,8 @@ class PromptTuning(PromptMethod):
         "num_virtual_tokens": "soft-prompt length p (virtual tokens)",
         "init": "initial prompt: sample_vocab (embeddings of random vocabulary tokens) or random",
     }
+    hparam_choices = {"init": tuple(INITS)}
+    hparam_bounds = {"num_virtual_tokens": (1, math.inf)}
     lr_range = (1e-3, 3e-1)
 
     def unsupported_reason(self, info):
@@ -36,8 +40,6 @@ class PromptTuning(PromptMethod):
     def peft_config(self, hp, info):
         from peft import PromptTuningConfig
 
-        if hp["init"] not in INITS:
-            raise ValueError(f"prompt_tuning: init must be one of {', '.join(INITS)}")
         return PromptTuningConfig(
             task_type=task_type(info),
             num_virtual_tokens=hp["num_virtual_tokens"],

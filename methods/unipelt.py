@@ -17,6 +17,8 @@ xlm-roberta, electra).
 
 from __future__ import annotations
 
+import math
+
 from peftbench import register_method
 from peftbench.methods._modules import (
     LAYOUTS,
@@ -44,6 +46,12 @@ class UniPELT(DeepPrefixMethod):
         "lora_r": "rank of the gated LoRA update",
         "lora_targets": "comma-separated attention submodules that get the gated LoRA update",
         "reduction_factor": "the gated adapter's width is the hidden size divided by this",
+    }
+    hparam_bounds = {
+        "prefix_length": (1, math.inf),
+        "prefix_hidden": (1, math.inf),
+        "lora_r": (1, math.inf),
+        "reduction_factor": (1, math.inf),
     }
     lr_range = (1e-4, 1e-3)
 

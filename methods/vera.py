@@ -13,6 +13,8 @@ Mergeable. Architectures: those peft has VeRA defaults for (BERT family, GPT-2, 
 
 from __future__ import annotations
 
+import math
+
 from peftbench import register_method
 from peftbench.methods._peft import TARGET_MODULES_HELP, PeftMethod, target_modules
 
@@ -28,6 +30,7 @@ class VeRA(PeftMethod):
         "d_initial": "initial value of the scaling vector λ_d",
         "seed": "seed of the shared random matrices (peft's projection_prng_key)",
     }
+    hparam_bounds = {"r": (1, math.inf), "d_initial": (0, math.inf), "seed": (0, math.inf)}
     lr_range = (1e-3, 1e-2)
 
     def peft_config(self, hp, info):

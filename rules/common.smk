@@ -5,6 +5,7 @@ import sys
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from peftbench.registry import MODELS
+from peftbench.spec import RUN_PATTERN, SPEC_FILE
 from peftbench.sweep import plan_sweep
 
 # Jobs run this Python (the one running Snakemake), or under --software-deployment-method conda
@@ -29,13 +30,14 @@ wildcard_constraints:
 
 # Cheap bookkeeping runs on the machine running Snakemake, never as a cluster job.
 localrules:
+    spec,
     aggregate,
     report,
     param_counts,
 
 
-def run_dir(spec):
-    return f"{RESULTS}/runs/{spec.run_id}"
+# One folder per run: its spec.json (the contract), then its result.json.
+RUN = f"{RESULTS}/runs/{RUN_PATTERN}"
 
 
 def tokenized_dir(model, task):
@@ -43,4 +45,4 @@ def tokenized_dir(model, task):
     return f"{RESULTS}/cache/tokenized/{key}/{task}/len{config['budget']['max_length']}"
 
 
-ALL_RECORDS = [f"{run_dir(spec)}/result.json" for spec in SWEEP.specs]
+ALL_RECORDS = [f"{RESULTS}/runs/{spec.run_id}/result.json" for spec in SWEEP.specs]

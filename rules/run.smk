@@ -1,14 +1,32 @@
-# One job per model × method × task × grid setting × seed; each writes exactly one result record, atomically:
-# a job killed mid-way leaves no result.json, so the next invocation reruns it.
+# One job per model × method × task × grid setting × seed. Planning resolved every run once
+# (harness/sweep.py); rule spec writes it down as the run's spec.json, the only input of the
+# run besides its tokenized data. Each run writes exactly one result record, atomically: a job
+# killed mid-way leaves no result.json, so the next invocation reruns it.
+
+
+rule spec:
+    output:
+        f"{RUN}/{SPEC_FILE}",
+    log:
+        f"{RESULTS}/logs/specs/{RUN_PATTERN}.log",
+    conda:
+        "../envs/peftbench.yaml"
+    params:
+        # The resolved spec itself: a changed value (config, defaults) rewrites the file, which
+        # reruns the run.
+        spec=lambda w: SWEEP.spec_json(**w),
+    script:
+        "../scripts/spec.py"
 
 
 rule run:
     input:
+        spec=f"{RUN}/{SPEC_FILE}",
         tokenized=lambda w: tokenized_dir(w.model, w.task),
     output:
-        f"{RESULTS}/runs/{{model}}/{{method}}/{{task}}/{{setting}}/seed{{seed}}/result.json",
+        f"{RUN}/result.json",
     log:
-        f"{RESULTS}/logs/runs/{{model}}/{{method}}/{{task}}/{{setting}}/seed{{seed}}.log",
+        f"{RESULTS}/logs/runs/{RUN_PATTERN}.log",
     conda:
         "../envs/peftbench.yaml"
     threads: config["threads_per_run"]
@@ -21,13 +39,8 @@ rule run:
     params:
         # Snakemake cannot see edits inside the installed harness and plugins: this hash can.
         code=lambda w: SWEEP.code_hash(w.model, w.method, w.task),
-        sets=lambda w: SWEEP.set_args(w.method, w.setting),
-        data_dir=lambda w: SWEEP.data_dir_args(w.task),
         outdir=lambda w, output: os.path.dirname(output[0]),
         python=PYTHON,
     shell:
-        "{params.python} -m peftbench run --model {wildcards.model:q} --method {wildcards.method:q}"
-        " --task {wildcards.task:q} --seed {wildcards.seed} --setting {wildcards.setting:q}"
-        " {params.sets} {params.data_dir}"
-        " --tokenized {input.tokenized:q} --threads {threads} --out {params.outdir:q}"
-        " > {log:q} 2>&1"
+        "{params.python} -m peftbench run --spec {input.spec:q} --tokenized {input.tokenized:q}"
+        " --threads {threads} --out {params.outdir:q} > {log:q} 2>&1"

@@ -102,6 +102,8 @@ def test_a_plugin_hash_covers_its_module_and_the_siblings_it_imports_only():
     lora = {p.name for p in codehash.plugin_files(METHODS.get("lora"))}
     assert {"lora.py", "_peft.py"} <= lora
     assert "bitfit.py" not in lora
+    # Siblings imported inside functions (not yet in sys.modules) count too.
+    assert "_layers.py" in {p.name for p in codehash.plugin_files(METHODS.get("houlsby"))}
     assert {p.name for p in codehash.plugin_files(TASKS.get("glue/rte"))} == {"glue.py"}
     assert "minilm.py" in {p.name for p in codehash.plugin_files(MODELS.get("minilm-l2"))}
 

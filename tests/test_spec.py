@@ -1,8 +1,18 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from peftbench.spec import SpecError, parse_assignments, resolve_hparams, resolve_spec
+from peftbench.spec import (
+    RunSpec,
+    SpecError,
+    parse_assignments,
+    read_spec,
+    resolve_hparams,
+    resolve_spec,
+    write_spec,
+)
 
 
 def test_overrides_are_parsed_to_the_default_types():
@@ -91,4 +101,35 @@ def test_a_grid_sweep_plans_one_run_per_setting_with_its_values():
     assert "minilm-l2/bitfit/docstring-match/default/seed0" in ids
     lora = [s for s in sweep.specs if s.setting == "lr=0.005"]
     assert {s.hparams["lr"] for s in lora} == {5e-3} and {s.hparams["r"] for s in lora} == {4}
-    assert "--set lr=0.005" in sweep.set_args("lora", "lr=0.005")
+    planned = json.loads(
+        sweep.spec_json(
+            model="minilm-l2", method="lora", task="docstring-match", setting="lr=0.005", seed=1
+        )
+    )
+    assert planned["hparams"]["lr"] == 5e-3 and planned["setting"] == "lr=0.005"
+    assert RunSpec.from_dict(planned) == sweep.by_run_id[
+        "minilm-l2/lora/docstring-match/lr=0.005/seed1"
+    ]
+
+
+def test_a_spec_file_round_trips_and_is_checked_again_when_read(tmp_path):
+    spec = resolve_spec("minilm-l2", "lora", "docstring-match", 3, {"r": "4"}, None, "r=4")
+    path = write_spec(tmp_path / "run", spec)
+    assert read_spec(path) == spec
+    assert json.loads(path.read_text())["hparams"]["r"] == 4  # stored resolved, typed
+    fields = spec.to_dict()
+    fields["hparams"] = {**fields["hparams"], "rank": 4}
+    path.write_text(json.dumps(fields))
+    with pytest.raises(SpecError, match=r"run spec .*spec.json: unknown hyperparameter 'rank'"):
+        read_spec(path)
+    path.write_text(json.dumps({**spec.to_dict(), "sed": 1}))
+    with pytest.raises(SpecError, match=r"unknown fields \['sed'\]"):
+        read_spec(path)
+    path.write_text("{not json")
+    with pytest.raises(SpecError, match="cannot be read"):
+        read_spec(path)
+
+
+def test_the_run_id_is_the_run_pattern():
+    spec = resolve_spec("minilm-l2", "lora", "docstring-match", 3, setting="r=4")
+    assert spec.run_id == "minilm-l2/lora/docstring-match/r=4/seed3"

@@ -106,6 +106,17 @@ def never_aggregated(results: Path) -> None:
     (results / "leaderboard.csv").unlink()
 
 
+def other_spec(results: Path) -> None:
+    contract = record_path(results, "lora").parent / "spec.json"
+    spec = json.loads(contract.read_text())
+    spec["hparams"]["lr"] = 0.5
+    contract.write_text(json.dumps(spec))
+
+
+def no_spec(results: Path) -> None:
+    (record_path(results, "lora").parent / "spec.json").unlink()
+
+
 LORA_ID = "minilm-l2/lora/docstring-match/default/seed0"
 LORA = f"runs/{LORA_ID}/result.json"
 
@@ -123,6 +134,8 @@ LORA = f"runs/{LORA_ID}/result.json"
         (deleted, "leaderboard.csv", [LORA_ID, "is missing"]),
         (stale_table, "leaderboard.csv", ["says status 'failed'", "says 'ok'"]),
         (never_aggregated, "leaderboard.csv", ["never aggregated"]),
+        (other_spec, LORA, ["its spec differs from", "spec.json in hparams"]),
+        (no_spec, LORA, ["no spec.json beside it"]),
     ],
 )
 def test_problems_name_their_file(results, damage, where, fragments):
