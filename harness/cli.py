@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import re
 import shlex
 import sys
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from tabulate import tabulate
 
+from peftbench.console import configure_output
 from peftbench.grid import DEFAULT_SETTING
 from peftbench.record import RecordError
 from peftbench.registry import METHODS, MODELS, TASKS, UnknownNameError
@@ -48,13 +46,6 @@ SHARED_METHOD_HPARAM_HELP: dict[str, str] = {
 }
 """Meaning of the hyperparameters every method has, where its ``hparam_help`` is silent."""
 
-NON_ACTIONABLE_LOGS: dict[str, tuple[str, ...]] = {
-    "bitsandbytes": ("compiled without GPU support", "kernels-community"),
-}
-"""Library logger -> message fragments of notices a user cannot act on (a CPU build of
-bitsandbytes, an optional faster CPU kernel not installed)."""
-DEPRECATION_WARNING_MODULES = ("transformers", "peft")
-"""Libraries whose FutureWarning/DeprecationWarning notices concern their own internals."""
 
 
 def hparam_rows(defaults: dict[str, Any], meanings: dict[str, str]) -> list[list[Any]]:
@@ -105,33 +96,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name, plugin in registry:
         print(f"{name:<{width}}  {plugin.description}")
     return 0
-
-
-class DropNotices(logging.Filter):
-    """Drops the log records of :data:`NON_ACTIONABLE_LOGS`."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        library = record.name.split(".")[0]
-        fragments = NON_ACTIONABLE_LOGS.get(library, ())
-        return not any(fragment in record.getMessage() for fragment in fragments)
-
-
-def configure_output(library_warnings: bool) -> None:
-    """Log peftbench's progress (logger ``peftbench``, INFO) and library warnings to stderr,
-    without the libraries' non-actionable notices unless ``library_warnings``."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-    logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    logging.getLogger("peftbench").setLevel(logging.INFO)
-    if library_warnings:
-        return
-    handler.addFilter(DropNotices())
-    from transformers.utils.logging import set_verbosity_error
-
-    set_verbosity_error()  # e.g. the load report of a truncated model with a new head
-    for module in DEPRECATION_WARNING_MODULES:
-        for category in (FutureWarning, DeprecationWarning):
-            warnings.filterwarnings("ignore", category=category, module=rf"{re.escape(module)}\b")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ import sys
 
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
+from peftbench.console import quiet_library_notices
 from peftbench.registry import MODELS
 from peftbench.spec import RUN_PATTERN, SPEC_FILE
 from peftbench.sweep import plan_sweep
@@ -16,6 +17,7 @@ PYTHON = "python" if CONDA else shlex.quote(sys.executable)
 os.environ.update(PEFTBENCH_SOURCE=workflow.basedir)
 RESULTS = config["results_dir"]
 REPORTS = config["reports_dir"]
+quiet_library_notices()  # planning imports transformers, peft and bitsandbytes
 SWEEP = plan_sweep(config)  # raises with the bad value and the valid choices
 
 

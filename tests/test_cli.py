@@ -107,7 +107,7 @@ def test_run_help_ends_with_the_training_hyperparameters():
 def test_non_actionable_library_notices_are_dropped_and_others_kept():
     code = (
         "import logging, warnings\n"
-        "from peftbench.cli import configure_output\n"
+        "from peftbench.console import configure_output\n"
         "configure_output(library_warnings={})\n"
         "ops = logging.getLogger('bitsandbytes.backends.cpu.ops')\n"
         "ops.warning('Failed to load CPU gemm_4bit_forward from kernels-community: x')\n"
