@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftbench.registry import MODELS, TASKS
-from peftbench.task import TaskDataError, content_fingerprint
+from peftbench.task import Head, TaskDataError, content_fingerprint
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -61,7 +61,7 @@ def tokenize_task(task_name: str, model_name: str, max_length: int, data_dir: st
     fingerprint = content_fingerprint(loaded)
     raw = carve_dev(loaded)
     columns = raw["train"].column_names
-    if task.head == "causal-lm":
+    if task.head == Head.CAUSAL_LM:
         answers = answer_ids(tokenizer, task.answers)
         encode = partial(encode_prompted, task, tokenizer, answers, max_length)
     else:

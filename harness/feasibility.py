@@ -44,10 +44,16 @@ def meta_build(model: str, task: str) -> LoadedModel | None:
 
 
 def task_problems(task: str) -> list[str]:
-    """A task whose metrics have no declared direction and range cannot be ranked."""
+    """A task posed in a way no model builds, or whose metrics have no declared direction and
+    range (they could not be ranked)."""
     from peftbench.metrics import metric
+    from peftbench.task import Head
 
     problems = []
+    try:
+        Head.of(TASKS.get(task).head)
+    except ValueError as error:
+        problems.append(f"task {task!r}: {error}")
     for name in TASKS.get(task).metrics:
         try:
             metric(name)

@@ -14,15 +14,16 @@ from pathlib import Path
 
 from peftbench.params import NotApplicableError, count_model_method
 from peftbench.registry import METHODS
+from peftbench.task import Head
 
 ARCHITECTURES = {
-    "BERT": ("bert-base", "classification"),
-    "RoBERTa": ("roberta-base", "classification"),
-    "GPT-2": ("gpt2-medium", "classification"),
-    "GPT-2 LM": ("gpt2-medium", "causal-lm"),
-    "T5": ("t5-base", "classification"),
-    "Llama": ("llama-2-7b", "classification"),
-    "Llama LM": ("llama-2-7b", "causal-lm"),
+    "BERT": ("bert-base", Head.CLASSIFICATION),
+    "RoBERTa": ("roberta-base", Head.CLASSIFICATION),
+    "GPT-2": ("gpt2-medium", Head.CLASSIFICATION),
+    "GPT-2 LM": ("gpt2-medium", Head.CAUSAL_LM),
+    "T5": ("t5-base", Head.CLASSIFICATION),
+    "Llama": ("llama-2-7b", Head.CLASSIFICATION),
+    "Llama LM": ("llama-2-7b", Head.CAUSAL_LM),
 }
 """Column -> a shipped configuration of the architecture and the task head: a sequence
 classifier, or the language-model head of a causal-LM task (``docstring-match-lm``)."""

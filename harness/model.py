@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from peftbench.task import Head
+
 if TYPE_CHECKING:
     from torch import nn
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -23,9 +25,9 @@ class ModelInfo:
     checkpoint did not provide (newly initialised for the task)."""
     has_bias: bool
     """Whether the backbone (head excluded) has bias terms."""
-    head: str = "classification"
-    """``classification`` (a sequence classifier on the backbone) or ``causal-lm`` (the
-    pretrained language-model head; see :data:`peftbench.task.HEADS`)."""
+    head: Head = Head.CLASSIFICATION
+    """A sequence classifier on the backbone, or the pretrained language-model head
+    (:class:`peftbench.task.Head`)."""
 
 
 @dataclass
@@ -50,12 +52,12 @@ class ModelSource:
     def tokenizer(self) -> PreTrainedTokenizerBase:
         raise NotImplementedError
 
-    def load(self, num_labels: int, head: str = "classification") -> LoadedModel:
-        """The pretrained model for a task posed as ``head`` (:data:`peftbench.task.HEADS`):
+    def load(self, num_labels: int, head: Head = Head.CLASSIFICATION) -> LoadedModel:
+        """The pretrained model for a task posed as ``head`` (:class:`peftbench.task.Head`):
         with a freshly initialised ``num_labels``-way classifier, or its language-model head."""
         raise NotImplementedError
 
-    def build_empty(self, num_labels: int, head: str = "classification") -> LoadedModel:
+    def build_empty(self, num_labels: int, head: Head = Head.CLASSIFICATION) -> LoadedModel:
         """The same task model on the meta device: structure without weights (for counting)."""
         import torch
 
@@ -67,29 +69,25 @@ class ModelSource:
 
 def head_config(head: str, num_labels: int) -> dict[str, Any]:
     """Config overrides for ``head``: a classifier's label count; nothing for an LM head."""
-    return {"num_labels": num_labels} if head == "classification" else {}
+    return {"num_labels": num_labels} if head == Head.CLASSIFICATION else {}
 
 
 def auto_class(head: str) -> Any:
     """The ``transformers`` auto class that builds a model for ``head``."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from peftbench.task import HEADS
-
     classes = {
-        "classification": AutoModelForSequenceClassification,
-        "causal-lm": AutoModelForCausalLM,
+        Head.CLASSIFICATION: AutoModelForSequenceClassification,
+        Head.CAUSAL_LM: AutoModelForCausalLM,
     }
-    if head not in classes:
-        raise ValueError(f"head {head!r}; valid: {', '.join(HEADS)}")
-    return classes[head]
+    return classes[Head.of(head)]
 
 
 def model_info(
     name: str,
     model: nn.Module,
     newly_initialised: list[str] | None = None,
-    head: str = "classification",
+    head: Head = Head.CLASSIFICATION,
 ) -> ModelInfo:
     """Describe ``model``. The task head is what the checkpoint did not provide
     (``newly_initialised``, from ``from_pretrained``'s loading info) plus, for a classifier,
@@ -97,7 +95,7 @@ def model_info(
     config = model.config
     prefix = model.base_model_prefix
     heads = set()
-    if head == "classification":
+    if head == Head.CLASSIFICATION:
         heads = {
             n.split(".")[0] for n, _ in model.named_parameters() if not n.startswith(prefix + ".")
         }
@@ -113,7 +111,7 @@ def model_info(
         has_bias=any(
             n.endswith(".bias") and n.startswith(prefix + ".") for n, _ in model.named_parameters()
         ),
-        head=head,
+        head=Head.of(head),
     )
 
 
@@ -157,7 +155,7 @@ class TransformersModel(ModelSource):
 
         return AutoTokenizer.from_pretrained(self.path(), trust_remote_code=self.trust_remote_code)
 
-    def load(self, num_labels: int, head: str = "classification") -> LoadedModel:
+    def load(self, num_labels: int, head: Head = Head.CLASSIFICATION) -> LoadedModel:
         model, loading = auto_class(head).from_pretrained(
             self.path(),
             config=self.config(**head_config(head, num_labels)),

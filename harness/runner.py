@@ -38,6 +38,7 @@ from peftbench.quantize import BITS, bitsandbytes, quantize_linears, quantized_p
 from peftbench.record import SCHEMA_VERSION, write_record
 from peftbench.registry import METHODS, MODELS, TASKS
 from peftbench.spec import RunSpec, write_spec
+from peftbench.task import Head
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +333,7 @@ def _load_data(spec: RunSpec, tokenized_dir: str | None):
         raise ValueError(
             f"{tokenized_dir} holds {meta['task']} for {meta['tokenizer']}, not this run's"
         )
-    if "dev" not in data or meta.get("head", "classification") != TASKS.get(spec.task).head:
+    if "dev" not in data or meta.get("head", Head.CLASSIFICATION) != TASKS.get(spec.task).head:
         raise ValueError(f"{tokenized_dir} was made by an older peftbench: tokenize it again")
     if meta["max_length"] != spec.hparams["max_length"]:
         raise ValueError(
@@ -370,7 +371,7 @@ def _loaders(data, source, hp, seed, head):
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
     tokenizer = source.tokenizer()
-    if head == "causal-lm":  # pads the answer tokens in ``labels`` with -100
+    if head == Head.CAUSAL_LM:  # pads the answer tokens in ``labels`` with -100
         collate = DataCollatorForSeq2Seq(tokenizer, padding=True)
     else:
         collate = DataCollatorWithPadding(tokenizer)

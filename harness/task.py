@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from peftbench.spec import SpecError
@@ -12,10 +13,26 @@ if TYPE_CHECKING:
     from datasets import DatasetDict
 
 
-HEADS = ("classification", "causal-lm")
-"""How a task is posed to a model: ``classification``, a sequence-classification head on the
-pretrained backbone; ``causal-lm``, the pretrained language-model head scoring each class's
-answer text after a prompt (the class whose answer is likeliest is the prediction)."""
+class Head(str, Enum):
+    """How a task is posed to a model: ``classification``, a sequence-classification head on
+    the pretrained backbone; ``causal-lm``, the pretrained language-model head scoring each
+    class's answer text after a prompt (the class whose answer is likeliest is the prediction).
+    Members equal their values, so records and configs hold the plain strings."""
+
+    CLASSIFICATION = "classification"
+    CAUSAL_LM = "causal-lm"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def of(cls, value: str) -> Head:
+        """The head named ``value``; an unknown name raises naming the valid ones."""
+        try:
+            return cls(value)
+        except ValueError:
+            valid = ", ".join(h.value for h in cls)
+            raise ValueError(f"head {value!r}; valid: {valid}") from None
 
 
 class TaskDataError(SpecError):
@@ -37,7 +54,7 @@ class Task:
     """
 
     name: str = ""
-    head: str = "classification"
+    head: Head = Head.CLASSIFICATION
     answers: tuple[str, ...] = ()
     """``causal-lm`` tasks: one continuation per label, in label order (e.g. ``" yes"``)."""
     description: str = ""

@@ -26,6 +26,7 @@ from peftbench.model import (
     model_info,
     weights_fingerprint,
 )
+from peftbench.task import Head
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -83,7 +84,7 @@ class LocalDecoder(ModelSource):
         values = {**ARCHITECTURES[self.model_type], **special, **overrides}
         return AutoConfig.for_model(self.model_type, **values)
 
-    def load(self, num_labels: int, head: str = "classification") -> LoadedModel:
+    def load(self, num_labels: int, head: Head = Head.CLASSIFICATION) -> LoadedModel:
         import torch
         from safetensors import safe_open
 

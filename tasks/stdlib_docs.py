@@ -25,7 +25,7 @@ from functools import cache
 from pathlib import Path
 
 from peftbench import register_task
-from peftbench.task import Task
+from peftbench.task import Head, Task
 
 MODULE_CLASSES: dict[str, tuple[str, ...]] = {
     "asyncio": ("asyncio",),
@@ -151,7 +151,7 @@ class DocstringMatch(Task):
 @register_task("docstring-module-lm")
 class DocstringModuleLM(DocstringModule):
     description = "docstring-module for causal LMs: the package name scored after a prompt"
-    head = "causal-lm"
+    head = Head.CAUSAL_LM
     answers = tuple(f" {label}" for label in MODULE_CLASSES)
 
     def prompt(self, row):
@@ -161,7 +161,7 @@ class DocstringModuleLM(DocstringModule):
 @register_task("docstring-match-lm")
 class DocstringMatchLM(DocstringMatch):
     description = "docstring-match for causal LMs: ' yes' or ' no' scored after a prompt"
-    head = "causal-lm"
+    head = Head.CAUSAL_LM
     answers = (" no", " yes")
 
     def prompt(self, row):
