@@ -23,6 +23,7 @@ from peftbench.feasibility import spec_problems, task_problems
 from peftbench.grid import DEFAULT_SETTING, grid_points, setting_label
 from peftbench.registry import METHODS, MODELS, TASKS, UnknownNameError
 from peftbench.spec import RUN_PATTERN, RunSpec, SpecError, resolve_hparams, resolve_spec
+from peftbench.task import TaskDataError
 
 log = logging.getLogger(__name__)
 
@@ -227,13 +228,20 @@ def estimate_resources(
     )
 
 
-def budget_problems(spec: RunSpec) -> list[str]:
+def budget_problems(spec: RunSpec, sizes: dict[tuple[str, str | None], int | None]) -> list[str]:
     """Budgets no run could follow: a batch larger than the task's training examples left after
-    the dev split is carved out (for tasks that declare ``train_size``; the runner drops
-    incomplete batches, so nothing would train)."""
+    the dev split is carved out (for tasks that count them at plan time, ``Task.train_size``;
+    the runner drops incomplete batches, so nothing would train). ``sizes`` caches the counts
+    per task and data folder over one planning."""
     from peftbench.data import train_examples
 
-    size = getattr(TASKS.get(spec.task), "train_size", None)
+    key = (spec.task, spec.data_dir)
+    try:
+        if key not in sizes:
+            sizes[key] = TASKS.get(spec.task).train_size(spec.data_dir)
+    except TaskDataError as error:
+        return [str(error)]
+    size = sizes[key]
     batch = spec.hparams["batch_size"]
     left = None if size is None else train_examples(size)
     if left is not None and batch > left:
@@ -264,6 +272,7 @@ def plan_sweep(config: dict[str, Any]) -> Sweep:
     """Resolve every run of ``config``; raise :class:`SweepError` listing all bad values."""
     sweep = Sweep(config)
     problems = grid_problems(config)
+    sizes: dict[tuple[str, str | None], int | None] = {}
     for model, method, task, seed in itertools.product(
         config["models"], config["methods"], config["tasks"], config["seeds"]
     ):
@@ -282,7 +291,7 @@ def plan_sweep(config: dict[str, Any]) -> Sweep:
                 found = [str(error)]
             else:
                 sweep.specs.append(spec)
-                found = budget_problems(spec) + spec_problems(spec)
+                found = budget_problems(spec, sizes) + spec_problems(spec)
             problems += [problem for problem in found if problem not in problems]
     problems += [p for task in config["tasks"] if task in TASKS for p in task_problems(task)]
     unknown_dirs = set(config.get("data_dirs") or {}) - set(TASKS.names())

@@ -72,6 +72,12 @@ class Task:
     def load(self, data_dir: str | None = None) -> DatasetDict:
         raise NotImplementedError
 
+    def train_size(self, data_dir: str | None = None) -> int | None:
+        """Rows of the training split (before the dev split is carved out), where they can be
+        counted cheaply at plan time; ``None`` (the default) where only loading would tell.
+        The sweep refuses a ``batch_size`` larger than what is left for training."""
+        return None
+
     def data_dir_problems(self, folder: str) -> list[str]:
         """What keeps ``folder`` (a ``data_dirs`` value) from holding this task's data, found
         cheaply at plan time (e.g. the folder or a split's file is missing); empty if nothing

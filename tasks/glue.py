@@ -60,6 +60,13 @@ class GlueTask(Task):
             }
         )
 
+    def train_size(self, data_dir: str | None = None) -> int | None:
+        """The rows of a local ``train.tsv`` (read and checked as loading would); ``None`` for
+        the hub copy, which only a download would count."""
+        if data_dir is None or self.data_dir_problems(data_dir):
+            return None
+        return len(self.read_tsv(Path(data_dir) / SPLIT_FILES["train"]))
+
     def data_dir_problems(self, folder: str) -> list[str]:
         expected = ", ".join(SPLIT_FILES.values())
         path = Path(folder)

@@ -103,7 +103,8 @@ from peftbench.tasks.stdlib_docs import DocstringMatch
 @register_task("tiny-match")
 class TinyMatch(DocstringMatch):
     description = "test: docstring-match declaring 40 training examples"
-    train_size = 40
+    def train_size(self, data_dir=None):
+        return 40
 '''
 
 

@@ -177,3 +177,25 @@ def test_data_dirs_of_tasks_outside_the_sweep_are_not_checked():
     assert len(plan_sweep({**config, "tasks": ["docstring-match"]}).specs) == 1
     with pytest.raises(SweepError, match="'/nonexistent' does not exist"):
         plan_sweep({**config, "tasks": ["glue/rte"]})
+
+
+def test_a_batch_larger_than_a_local_training_split_is_refused_at_plan_time(tmp_path):
+    rows = "".join(f"{i}\tA{i}.\tB{i}.\tentailment\n" for i in range(10))
+    folder = glue_folder(tmp_path / "rte", RTE_HEADER + rows, RTE_HEADER + RTE_ROWS)
+    config = {
+        "models": ["minilm-l2"],
+        "methods": ["full"],
+        "tasks": ["glue/rte"],
+        "seeds": [0],
+        "data_dirs": {"glue/rte": str(folder)},
+    }
+    assert len(plan_sweep({**config, "budget": {**TINY_BUDGET, "batch_size": 8}}).specs) == 1
+    with pytest.raises(SweepError) as refused:
+        plan_sweep({**config, "budget": {**TINY_BUDGET, "batch_size": 16}})
+    assert "batch_size=16 for full: larger than the 8 training examples of task 'glue/rte'" in str(
+        refused.value
+    )
+    assert "(10 less the dev split); valid: 1 to 8" in str(refused.value)
+    (folder / "train.tsv").write_text(RTE_HEADER + rows + "10\tC.\tD.\tmaybe\n")
+    with pytest.raises(SweepError, match="line 12: label 'maybe' is not one of entailment"):
+        plan_sweep({**config, "seeds": [1], "budget": {**TINY_BUDGET, "batch_size": 8}})
