@@ -12,7 +12,21 @@ import pandas as pd
 
 from peftbench import metrics
 from peftbench.grid import DEFAULT_SETTING
+from peftbench.predictions import Predictions, PredictionsError, predictions_beside
 from peftbench.record import RecordError, read_record
+from peftbench.stats import (
+    CONFUSION_METRICS,
+    CellPredictions,
+    Ranking,
+    cell_resamples,
+    compare,
+    efficiency,
+    friedman_nemenyi,
+    metric_value,
+    percentile_interval,
+    versus_leader,
+    wilson_interval,
+)
 
 DROPPED = ("training.losses",)
 """Per-step series stay in the records; the table keeps scalars."""
@@ -134,6 +148,8 @@ def runs(table: pd.DataFrame) -> pd.DataFrame:
     examples = column(table, "metrics.num_examples").astype(float)
     return pd.DataFrame(
         {
+            "run_id": column(table, "run_id").astype(object),
+            "record_path": column(table, "record_path").astype(object),
             "task": table["spec.task"].astype(str),
             "method": table["spec.method"].astype(str),
             "model": table["spec.model"].astype(str),
@@ -151,6 +167,7 @@ def runs(table: pd.DataFrame) -> pd.DataFrame:
             "chance": chance.where(ok),
             "normalised": normalise(score, chance, best).where(ok),
             "chance_p": above_chance_p(score, chance, examples, metric).where(ok),
+            "examples": examples.where(ok),
             "base_total": base,
             "trainable": trainable,
             "trainable_pct": column(table, "params.trainable_pct").fillna(100 * trainable / base),
@@ -248,10 +265,12 @@ def task_summary(runs: pd.DataFrame) -> pd.DataFrame:
         chance_p=("chance_p", "max"),
         seeds_ok=("score", "count"),
         seeds=("seed", "nunique"),
+        examples=("examples", "max"),
         note=("status", failure_note),
         **{name: (name, how) for name, how in COSTS.items()},
-    )
-    return summary.reset_index()
+    ).reset_index()
+    summary["efficiency"] = efficiency(summary["normalised_mean"], summary["trainable"])
+    return summary
 
 
 def win_rates(scores: pd.DataFrame) -> pd.Series:
@@ -297,9 +316,202 @@ def overall(runs: pd.DataFrame) -> pd.DataFrame:
     frame["seeds"] = grouped.count()
     frame["seeds"] = frame["seeds"].fillna(0).astype(int)
     frame["win_rate"] = win_rates(by_task.reindex(frame.index))
+    frame["efficiency"] = efficiency(frame["score_mean"], frame["trainable"])
     frame = frame.sort_values(["score_mean", "win_rate"], ascending=False, na_position="last")
     frame.insert(0, "rank", range(1, len(frame) + 1))
     return frame.reset_index()
+
+
+def cell_predictions(runs: pd.DataFrame) -> dict[tuple[str, str, str], CellPredictions]:
+    """Per task × method × model (pass the selected settings' runs): the predictions files of its
+    finished seeds, when every one of them has one that matches its record (same run, same
+    score recomputed) and all scored the same examples. A file that does not match is skipped
+    with a warning; cells without files (older records) are left out."""
+    cells = {}
+    finished = runs[(runs["status"] == "ok") & runs["record_path"].notna()]
+    for key, cell in finished.groupby(CELL, sort=True):
+        metric = str(cell["metric"].iloc[0])
+        if metric not in CONFUSION_METRICS:
+            continue
+        kept = []
+        for run in cell.sort_values("seed").itertuples():
+            found = _matching_predictions(run, metric)
+            if found is None or (kept and not kept[0].aligns_with(found)):
+                break
+            kept.append(found)
+        else:
+            cells[key] = CellPredictions(
+                metric,
+                tuple(int(s) for s in cell.sort_values("seed")["seed"]),
+                np.stack([k.predictions for k in kept]),
+                kept[0].references,
+                kept[0].example_ids,
+            )
+    return cells
+
+
+def _matching_predictions(run: tuple, metric: str) -> Predictions | None:
+    """A finished run's predictions file, when it is there and gives the run's score."""
+    try:
+        found = predictions_beside(run.record_path, str(run.run_id))
+    except PredictionsError as error:
+        warnings.warn(f"skipped: {error}", stacklevel=3)
+        return None
+    if found is not None and not np.isclose(
+        metric_value(metric, found.predictions, found.references), run.score
+    ):
+        warnings.warn(f"skipped: {run.run_id}'s predictions do not give its score", stacklevel=3)
+        return None
+    return found
+
+
+def with_intervals(
+    summary: pd.DataFrame, cells: dict[tuple[str, str, str], CellPredictions]
+) -> tuple[pd.DataFrame, dict[tuple[str, str, str], np.ndarray]]:
+    """``summary`` (:func:`task_summary`) with ``score_low``/``score_high``, the
+    :data:`peftbench.stats.CONFIDENCE` interval of each cell's mean score, and ``interval``,
+    how it was made: ``bootstrap`` (the cell's predictions files,
+    :func:`peftbench.stats.cell_resamples`), ``wilson`` (accuracy of a single finished seed
+    without a file: :func:`peftbench.stats.wilson_interval` on its example count), or ``none``.
+    Also each bootstrapped cell's resampled normalised scores."""
+    summary = summary.copy()
+    low, high, how = [], [], []
+    normalised = {}
+    for row in summary.itertuples():
+        key = (row.task, row.method, row.model)
+        if key in cells:
+            cell = cells[key]
+            resampled = cell_resamples(cell.metric, cell.predictions, cell.references)
+            interval, kind = percentile_interval(resampled), "bootstrap"
+            best = metrics.metric(cell.metric).best
+            normalised[key] = ((resampled - row.chance) / (best - row.chance)).astype(float)
+        elif row.metric == "accuracy" and row.seeds_ok == 1 and row.examples > 0:
+            interval, kind = wilson_interval(row.score_mean, int(row.examples)), "wilson"
+        else:
+            interval, kind = (np.nan, np.nan), "none"
+        low.append(interval[0])
+        high.append(interval[1])
+        how.append(kind)
+    summary["score_low"], summary["score_high"], summary["interval"] = low, high, how
+    return summary, normalised
+
+
+def ranked(summary: pd.DataFrame) -> pd.DataFrame:
+    """A task's cells best first (normalised score, then score), as its table lists them."""
+    return summary.sort_values(
+        ["normalised_mean", "score_mean"], ascending=False, na_position="last"
+    )
+
+
+def versus_best(
+    summary: pd.DataFrame, cells: dict[tuple[str, str, str], CellPredictions]
+) -> pd.DataFrame:
+    """``summary`` with, per cell, the paired test against its task's leader (the first of
+    :func:`ranked`; ``leader`` True there): ``vs_best_test``, ``vs_best_p``, ``vs_best_p_holm``
+    (Holm over the task's other cells) and ``distinguishable`` (missing without predictions)."""
+    parts = [
+        summary.assign(
+            leader=False,
+            vs_best_test="",
+            vs_best_p=np.nan,
+            vs_best_p_holm=np.nan,
+            distinguishable=np.nan,
+        ).iloc[:0]
+    ]
+    for _, task in summary.groupby("task", sort=True):
+        order = ranked(task)
+        keys = list(zip(order["task"], order["method"], order["model"], strict=True))
+        test = versus_leader(cells.get(keys[0]), {k: cells.get(k) for k in keys[1:]})
+        test = test.reindex(keys)
+        parts.append(
+            order.assign(
+                leader=[True] + [False] * (len(keys) - 1),
+                vs_best_test=test["test"].to_numpy(),
+                vs_best_p=test["p_value"].to_numpy(),
+                vs_best_p_holm=test["p_holm"].to_numpy(),
+                distinguishable=test["distinguishable"].to_numpy(),
+            )
+        )
+    return pd.concat(parts).sort_values(CELL).reset_index(drop=True)
+
+
+def method_ranking(summary: pd.DataFrame) -> Ranking | None:
+    """Friedman/Nemenyi ranking of the methods over task × model blocks, by normalised score;
+    methods that finished in no cell are left out (the blocks they lack are not)."""
+    scores = summary.pivot_table(
+        index=["task", "model"], columns="method", values="normalised_mean", aggfunc="mean"
+    )
+    return friedman_nemenyi(scores)
+
+
+def overall_intervals(
+    board: pd.DataFrame, summary: pd.DataFrame, normalised: dict[tuple[str, str, str], np.ndarray]
+) -> pd.DataFrame:
+    """``board`` (:func:`overall`) with ``score_low``/``score_high``: percentiles of the mean over
+    tasks of the cells' resampled normalised scores (tasks resampled independently), for rows
+    whose every task cell was bootstrapped with every seed finished; else missing."""
+    tasks = sorted(summary["task"].unique())
+    complete = summary.set_index(CELL)["seeds_ok"] == summary.set_index(CELL)["seeds"]
+    low, high = [], []
+    for row in board.itertuples():
+        keys = [(task, row.method, row.model) for task in tasks]
+        if all(k in normalised and complete.get(k, False) for k in keys):
+            bounds = percentile_interval(np.mean([normalised[k] for k in keys], axis=0))
+        else:
+            bounds = (np.nan, np.nan)
+        low.append(bounds[0])
+        high.append(bounds[1])
+    return board.assign(score_low=low, score_high=high)
+
+
+def compare_methods(
+    results_dir: str | os.PathLike,
+    method_a: str,
+    method_b: str,
+    model: str | None = None,
+    task: str | None = None,
+) -> str:
+    """``peftbench compare``: the paired comparison of two methods on every task × model both
+    ran under ``results_dir`` (their selected settings), per seed and across seeds, as text."""
+    paths = sorted(Path(results_dir).glob("runs/**/result.json"))
+    every = runs(collect(paths, skip_invalid=True)) if paths else pd.DataFrame(columns=CELL)
+    every = every[every["method"].isin([method_a, method_b])]
+    every = every[(every["model"] == model) if model else every["model"].notna()]
+    every = every[(every["task"] == task) if task else every["task"].notna()]
+    if every.empty:
+        return f"no runs of {method_a} or {method_b} under {results_dir}"
+    tidy = select_settings(every, grid_summary(every))
+    cells = cell_predictions(tidy)
+    blocks = []
+    for (task_name, model_name), _ in tidy.groupby(["task", "model"], sort=True):
+        title = f"{task_name} · {model_name}: {method_a} (A) vs {method_b} (B)"
+        a, b = (cells.get((task_name, m, model_name)) for m in (method_a, method_b))
+        if a is None or b is None or not a.aligns_with(b):
+            blocks.append(
+                f"{title}\n  no paired test: both need predictions files of every "
+                "finished seed, on the same validation examples"
+            )
+            continue
+        shared = [s for s in a.seeds if s in b.seeds]
+        rows = []
+        for seed in [*shared, None] if len(shared) > 1 else shared:
+            result = compare(a, b, seed)
+            only = result.discordant or ("", "")
+            rows.append(
+                {
+                    "seed": "all" if seed is None else seed,
+                    "A": f"{result.score_a:.4f}",
+                    "B": f"{result.score_b:.4f}",
+                    "A − B": f"{result.difference:+.4f}",
+                    "test": result.test,
+                    "only A right": only[0],
+                    "only B right": only[1],
+                    "p": f"{result.p_value:.3g}",
+                }
+            )
+        table = pd.DataFrame(rows).to_string(index=False)
+        blocks.append(f"{title} ({a.metric}, {len(a.references)} validation examples)\n{table}")
+    return "\n\n".join(blocks)
 
 
 def pareto_front(x: pd.Series, y: pd.Series, minimize_x: bool = True) -> pd.Series:

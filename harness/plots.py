@@ -1,8 +1,10 @@
 """Leaderboard plots as SVG (matplotlib's object API: no display, no global pyplot state).
 
-Each plot takes the overall leaderboard (:func:`peftbench.aggregate.overall`: one point per
-method × model, ``score_mean`` the mean chance-normalised score over tasks) and draws the
-methods in colour, the models as markers.
+The Pareto and scaling plots take the overall leaderboard (:func:`peftbench.aggregate.overall`:
+one point per method × model, ``score_mean`` the mean chance-normalised score over tasks) and
+draw the methods in colour, the models as markers. The critical-difference diagram takes the
+Friedman/Nemenyi ranking of the methods (:func:`peftbench.stats.friedman_nemenyi`) and is drawn
+by scikit-posthocs.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from peftbench.aggregate import pareto_front
+from peftbench.stats import ALPHA, Ranking
 
 PLOTS = {
     "pareto-trainable": "Score vs trainable parameters",
     "pareto-memory": "Score vs peak training memory",
     "pareto-throughput": "Score vs training throughput",
     "scaling": "Score vs model size",
+    "cd-diagram": "Critical-difference diagram: methods' average ranks",
 }
 """File stem -> title of every plot the leaderboards show."""
 
@@ -150,8 +154,46 @@ def scaling_plot(points: pd.DataFrame) -> Figure:
     return figure
 
 
-def figures(points: pd.DataFrame) -> dict[str, Figure]:
-    """Every plot in ``PLOTS`` from the overall leaderboard."""
+def cd_diagram(ranking: Ranking | None) -> Figure:
+    """Demšar's critical-difference diagram: average ranks of the methods over task × model
+    blocks (1 = best), a bar joining methods the Nemenyi test cannot tell apart at
+    :data:`ALPHA`, and the critical difference drawn above the axis."""
+    from scikit_posthocs import critical_difference_diagram
+
+    figure = Figure(figsize=(6.4, 3.0), layout="constrained")
+    ax = figure.add_subplot()
+    if ranking is None:
+        ax.set_title(PLOTS["cd-diagram"])
+        ax.set_axis_off()
+        ax.text(
+            0.5,
+            0.5,
+            "needs 3 or more methods finished on 2 or more task × model blocks",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+        return figure
+    names = {method: label(method) for method in ranking.ranks.index}
+    significance = ranking.nemenyi.rename(index=names, columns=names)
+    critical_difference_diagram(
+        ranking.ranks.rename(index=names),
+        significance,
+        cd=ranking.critical_difference,
+        alpha=ALPHA,
+        ax=ax,
+    )
+    ax.set_title(
+        f"Average rank over {ranking.blocks} task × model blocks (1 = best); "
+        f"Friedman p = {ranking.p_value:.2g}\n"
+        f"bars: not distinguishable (Nemenyi, α = {ALPHA})",
+        fontsize=8,
+    )
+    return figure
+
+
+def figures(points: pd.DataFrame, ranking: Ranking | None) -> dict[str, Figure]:
+    """Every plot in ``PLOTS``: from the overall leaderboard, and the methods' ranking."""
     kinds = points["memory_kind"].dropna().unique()
     memory_kind = kinds[0] if len(kinds) == 1 else "GPU peak allocated, else CPU peak RSS"
     points = points.assign(memory_mib=points["memory_bytes"] / 2**20)
@@ -179,6 +221,7 @@ def figures(points: pd.DataFrame) -> dict[str, Figure]:
             minimize_x=False,
         ),
         "scaling": scaling_plot(points),
+        "cd-diagram": cd_diagram(ranking),
     }
 
 
@@ -189,7 +232,7 @@ def to_svg(figure: Figure) -> str:
     return buffer.getvalue()
 
 
-def svgs(points: pd.DataFrame) -> dict[str, str]:
+def svgs(points: pd.DataFrame, ranking: Ranking | None) -> dict[str, str]:
     """Every plot in ``PLOTS`` as SVG text."""
     with matplotlib.rc_context(STYLE):
-        return {name: to_svg(figure) for name, figure in figures(points).items()}
+        return {name: to_svg(figure) for name, figure in figures(points, ranking).items()}

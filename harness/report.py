@@ -25,25 +25,52 @@ from peftbench.aggregate import (
     CHANCE_ALPHA,
     ROW,
     STATUS_TEXT,
+    cell_predictions,
     column,
     grid_summary,
+    method_ranking,
     overall,
+    overall_intervals,
+    ranked,
     runs,
     select_settings,
     task_summary,
+    versus_best,
+    with_intervals,
     write_table,
 )
 from peftbench.grid import DEFAULT_SETTING
 from peftbench.plots import PLOTS, fmt_count, svgs
+from peftbench.stats import ALPHA, CONFIDENCE, RESAMPLES, Ranking, pairwise
 
 DOCS = "../docs"
 """Where the reports link to docs/ (relative to the reports' folder, or a URL)."""
 
 MISSING = "—"
 
+PCT = f"{CONFIDENCE:.0%}"
 GLOSSARY = {
-    "score": "Primary metric of the task on its validation split, mean ± standard deviation "
-    "over seeds (± only with several seeds).",
+    "score": f"Primary metric of the task on its validation split, mean over the finished "
+    f"seeds, with its {PCT} confidence interval in brackets (see interval); where no interval "
+    "can be made, mean ± standard deviation over seeds (± only with several seeds).",
+    "interval": f"{PCT} percentile interval of a two-stage bootstrap ({RESAMPLES} resamples) "
+    "from the runs' per-example predictions: each resample draws the cell's seeds with "
+    "replacement and the validation examples with replacement (the same examples for every "
+    "seed drawn) and averages the metric over the drawn seeds, so the interval holds both the "
+    "example and the seed noise. Runs without a predictions file (older records): a single "
+    "seed's accuracy gets the Wilson score interval on its example count, other cells none. "
+    "The overall score's interval averages the cells' resampled normalised scores over tasks.",
+    "seeds": "Finished seeds behind the score, of the seeds run.",
+    "vs best": "Whether the row is distinguishable from its table's first row: a paired test "
+    "on the same validation examples (McNemar's exact test on one seed of accuracy, else the "
+    "paired bootstrap across the seeds both finished), Holm-corrected over the rows compared, "
+    f"at α = {ALPHA}; the p-value shown is Holm's. Blank without predictions files.",
+    "efficiency": "Normalised score per decade of trainable parameters: normalised / "
+    "log10(trainable). Higher is better; read it beside the raw axes, never instead of them.",
+    "average rank": "Friedman ranking of the methods: within each task × model block where "
+    "every ranked method finished, the methods are ranked by normalised score (1 = best, ties "
+    "averaged); the ranks are averaged over the blocks. Nemenyi's post-hoc test says which "
+    f"pairs differ at α = {ALPHA}.",
     "setting": "A point of a method's hyperparameter grid. Where a grid gives several, the "
     "tables show the one with the best mean dev score: the dev split is a fixed 15% of the "
     "training data, held out from training; the validation split never takes part in the "
@@ -115,6 +142,11 @@ def fmt_score(mean: float, std: float, seeds: int) -> str:
     return f"{mean:.3f}"
 
 
+def fmt_interval(mean: float, low: float, high: float) -> str:
+    """``0.812 [0.790, 0.834]``."""
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
 def fmt_bytes(value: float) -> str:
     """Bytes in binary units: ``1.4 MiB``."""
     for power, unit in ((3, "GiB"), (2, "MiB"), (1, "KiB")):
@@ -142,11 +174,36 @@ def number(value: float, fmt: Callable[[float], str], suffix: str = "") -> Cell:
     return Cell(fmt(value) + suffix, float(value))
 
 
-def score_cell(mean: float, std: float, seeds: int, note: str) -> Cell:
-    """Mean (± std) with a note on failed seeds; the failure itself when no seed finished."""
+def score_cell(
+    mean: float,
+    std: float,
+    seeds: int,
+    note: str,
+    low: float = math.nan,
+    high: float = math.nan,
+) -> Cell:
+    """Mean [interval], or mean (± std) without one, with a note on failed seeds; the failure
+    itself when no seed finished."""
     if pd.isna(mean):
         return Cell(note or "n/a", failed=bool(note))
-    return Cell(fmt_score(mean, std, seeds), float(mean), note)
+    if pd.isna(low):
+        return Cell(fmt_score(mean, std, seeds), float(mean), note)
+    return Cell(fmt_interval(mean, low, high), float(mean), note)
+
+
+def seeds_cell(finished: int, run: int) -> Cell:
+    """``3`` when every seed finished, else ``2/3``."""
+    return Cell(str(finished) if finished == run else f"{finished}/{run}", int(finished))
+
+
+def versus_cell(row: pd.Series) -> Cell:
+    """:data:`GLOSSARY` "vs best": ``best``, ``yes (p=0.003)``, ``no (p=0.41)`` or a dash."""
+    if row["leader"]:
+        return Cell("best", 0.0)
+    if pd.isna(row["vs_best_p_holm"]):
+        return Cell(MISSING)
+    verdict = "yes" if row["distinguishable"] else "no"
+    return Cell(f"{verdict} (p={row['vs_best_p_holm']:.2g})", float(row["vs_best_p_holm"]))
 
 
 def chance_cell(p_value: float) -> Cell:
@@ -203,9 +260,11 @@ def overall_table(board: pd.DataFrame, summary: pd.DataFrame) -> Table:
         Column("method", numeric=False),
         Column("model", numeric=False),
         Column("model params", help=GLOSSARY["model params"]),
-        Column("score (normalised)", help=GLOSSARY["normalised"]),
+        Column("score (normalised)", help=GLOSSARY["normalised"] + " " + GLOSSARY["interval"]),
+        Column("seeds", help="Seeds where every task finished."),
         Column("win rate", help=GLOSSARY["win rate"]),
         *[Column(task, help=f"Normalised score on {task}") for task in tasks],
+        Column("efficiency", help=GLOSSARY["efficiency"]),
         *cost_columns(memory_title),
     ]
     rows = []
@@ -215,7 +274,15 @@ def overall_table(board: pd.DataFrame, summary: pd.DataFrame) -> Table:
             name(row["method"]),
             name(row["model"]),
             number(row["base_total"], fmt_count),
-            score_cell(row["score_mean"], row["score_std"], row["seeds"], row["note"]),
+            score_cell(
+                row["score_mean"],
+                row["score_std"],
+                row["seeds"],
+                row["note"],
+                row["score_low"],
+                row["score_high"],
+            ),
+            Cell(str(row["seeds"]), int(row["seeds"])),
             number(row["win_rate"], lambda v: f"{v:.2f}"),
         ]
         for task in tasks:
@@ -225,35 +292,39 @@ def overall_table(board: pd.DataFrame, summary: pd.DataFrame) -> Table:
                 continue
             cell = per_task.loc[key]
             cells.append(score_cell(cell["normalised_mean"], math.nan, 1, cell["note"]))
+        cells.append(number(row["efficiency"], lambda v: f"{v:.3f}"))
         rows.append(cells + cost_cells(row, kind_in_cell))
     description = (
         "Ranked by the mean over tasks of the chance-normalised primary score (0 = chance, "
-        "1 = perfect); ± is the standard deviation over seeds."
+        f"1 = perfect); brackets: its {PCT} confidence interval, ± where there is none: the "
+        "standard deviation over seeds."
     )
     return Table("overall", "Overall", description, columns, rows)
 
 
 def task_table(task: str, summary: pd.DataFrame, task_runs: pd.DataFrame, index: int) -> Table:
-    """One task: method × model, best normalised score first, failed runs listed below."""
-    ranked = summary.sort_values(
-        ["normalised_mean", "score_mean"], ascending=False, na_position="last"
-    )
-    metric = ranked["metric"].dropna()
+    """One task: method × model, best normalised score first, failed runs listed below
+    (``summary`` with :func:`peftbench.aggregate.with_intervals` and
+    :func:`peftbench.aggregate.versus_best` applied)."""
+    order = ranked(summary)
+    metric = order["metric"].dropna()
     metric_name = str(metric.iloc[0]) if len(metric) else "score"
-    memory_title, kind_in_cell = memory_header(ranked["memory_kind"])
-    gridded = bool((ranked["setting"] != DEFAULT_SETTING).any())
+    memory_title, kind_in_cell = memory_header(order["memory_kind"])
+    gridded = bool((order["setting"] != DEFAULT_SETTING).any())
     columns = [
         Column("#"),
         Column("method", numeric=False),
         Column("model", numeric=False),
         *([Column("setting", numeric=False, help=GLOSSARY["setting"])] if gridded else []),
-        Column(metric_name, help=GLOSSARY["score"]),
+        Column(metric_name, help=GLOSSARY["score"] + " " + GLOSSARY["interval"]),
+        Column("seeds", help=GLOSSARY["seeds"]),
         Column("normalised", help=GLOSSARY["normalised"]),
         Column("above chance", numeric=False, help=GLOSSARY["above chance"]),
+        Column("vs best", numeric=False, help=GLOSSARY["vs best"]),
         *cost_columns(memory_title),
     ]
     rows = []
-    for rank, (_, row) in enumerate(ranked.iterrows(), start=1):
+    for rank, (_, row) in enumerate(order.iterrows(), start=1):
         seeds, note = row["seeds_ok"], row["note"]
         rows.append(
             [
@@ -261,20 +332,54 @@ def task_table(task: str, summary: pd.DataFrame, task_runs: pd.DataFrame, index:
                 name(row["method"]),
                 name(row["model"]),
                 *([name(row["setting"])] if gridded else []),
-                score_cell(row["score_mean"], row["score_std"], seeds, note),
+                score_cell(
+                    row["score_mean"],
+                    row["score_std"],
+                    seeds,
+                    note,
+                    row["score_low"],
+                    row["score_high"],
+                ),
+                seeds_cell(seeds, row["seeds"]),
                 score_cell(row["normalised_mean"], row["normalised_std"], seeds, note),
                 chance_cell(row["chance_p"]),
+                versus_cell(row),
                 *cost_cells(row, kind_in_cell),
             ]
         )
     return Table(
         f"task-{index}",
         task,
-        f"Primary metric: {metric_name}; {chance_text(ranked['chance'])}.",
+        f"Primary metric: {metric_name}; {chance_text(order['chance'])}.",
         columns,
         rows,
         unfinished_runs(task_runs),
     )
+
+
+def ranking_table(ranking: Ranking | None) -> Table | None:
+    """The methods by average rank, with Nemenyi's p-value against the first; None when the
+    Friedman test could not be made."""
+    if ranking is None:
+        return None
+    ranks = ranking.ranks.sort_values(kind="stable")
+    first = ranks.index[0]
+    columns = [
+        Column("method", numeric=False),
+        Column("average rank", help=GLOSSARY["average rank"]),
+        Column("vs first (Nemenyi)", numeric=False, help=GLOSSARY["average rank"]),
+    ]
+    rows = []
+    for method, rank in ranks.items():
+        p = float(ranking.nemenyi.at[first, method])
+        verdict = "first" if method == first else f"{'yes' if p < ALPHA else 'no'} (p={p:.2g})"
+        rows.append([name(method), Cell(f"{rank:.2f}", float(rank)), Cell(verdict, p)])
+    description = (
+        f"Friedman test over {len(ranks)} methods on {ranking.blocks} task × model blocks "
+        f"where all finished ({ranking.dropped} left out): p = {ranking.p_value:.2g}. Nemenyi's "
+        f"critical difference at α = {ALPHA}: {ranking.critical_difference:.2f} ranks."
+    )
+    return Table("ranking", "Ranking across tasks", description, columns, rows)
 
 
 def grid_table(grid: pd.DataFrame) -> Table | None:
@@ -392,8 +497,11 @@ def context(table: pd.DataFrame, docs: str = DOCS) -> dict:
     every = runs(table)
     grid = grid_summary(every)
     tidy = select_settings(every, grid)
-    summary = task_summary(tidy)
-    board = overall(tidy)
+    cells = cell_predictions(tidy)
+    summary, resampled = with_intervals(task_summary(tidy), cells)
+    summary = versus_best(summary, cells)
+    board = overall_intervals(overall(tidy), summary, resampled)
+    ranking = method_ranking(summary)
     tasks = [
         task_table(task, summary[summary["task"] == task], tidy[tidy["task"] == task], index)
         for index, task in enumerate(sorted(tidy["task"].unique()))
@@ -403,6 +511,8 @@ def context(table: pd.DataFrame, docs: str = DOCS) -> dict:
         "overall": overall_table(board, summary),
         "tasks": tasks,
         "grid": grid_table(grid),
+        "ranking": ranking_table(ranking),
+        "ranking_result": ranking,
         "num_settings": int(every[["method", "setting"]].drop_duplicates().shape[0]),
         "num_runs": len(every),
         "num_ok": int(counts.get("ok", 0)),
@@ -415,6 +525,7 @@ def context(table: pd.DataFrame, docs: str = DOCS) -> dict:
         "board": board,
         "summary": summary,
         "grid_frame": grid,
+        "pairs": pairwise(cells),
     }
 
 
@@ -427,16 +538,18 @@ def write_reports(
     docs: str = DOCS,
 ) -> None:
     """Render the leaderboards; the plots go to ``plots_dir`` (default: ``plots/`` beside the
-    markdown) and, when ``tables_dir`` is given, the overall and per-task tables as CSV."""
+    markdown) and, when ``tables_dir`` is given, the overall and per-task tables, the grid and
+    the paired comparisons (:func:`peftbench.stats.pairwise`) as CSV."""
     page = context(load_table(table_path), docs)
     plots_dir = Path(plots_dir) if plots_dir else Path(markdown).parent / "plots"
-    images = svgs(page["board"])
+    images = svgs(page["board"], page["ranking_result"])
     for stem, svg in images.items():
         _write(plots_dir / f"{stem}.svg", svg)
     if tables_dir:
         write_table(page["board"], Path(tables_dir) / "overall.csv")
         write_table(page["summary"], Path(tables_dir) / "tasks.csv")
         write_table(page["grid_frame"], Path(tables_dir) / "grid.csv")
+        write_table(page["pairs"], Path(tables_dir) / "pairs.csv")
     relative = Path(os.path.relpath(plots_dir, Path(markdown).parent)).as_posix()
     env = environment()
     plot_files = {stem: quote(f"{relative}/{stem}.svg") for stem in images}

@@ -54,6 +54,11 @@ rule report:
             caption="report/grid.rst",
             category="Tables",
         ),
+        pairs=report(
+            f"{REPORTS}/tables/pairs.csv",
+            caption="report/pairs.rst",
+            category="Tables",
+        ),
     log:
         f"{RESULTS}/logs/report.log",
     conda:

@@ -1,6 +1,7 @@
 """The HTML leaderboard in a real browser: headless Chromium, driven over the DevTools protocol
-on a pipe (no extra package). Tables and plots render, a header click sorts, a method named
-like a script is shown as text and runs nothing. Skipped where no Chromium is installed."""
+on a pipe (no extra package). Tables and plots (the critical-difference diagram among them)
+render, intervals and the "vs best" column show, a header click sorts, a method named like a
+script is shown as text and runs nothing. Skipped where no Chromium is installed."""
 
 from __future__ import annotations
 
@@ -190,7 +191,7 @@ def page(tmp_path_factory) -> Iterator[Page]:
     if binary is None:
         pytest.skip("no Chromium found (apt-get install chromium)")
     folder = tmp_path_factory.mktemp("browser")
-    html = write_synthetic(folder)["html"]
+    html = write_synthetic(folder, predictions=True)["html"]
     browser = DevTools(binary, folder / "profile")
     try:
         tab = Page(browser)
@@ -208,14 +209,33 @@ def column(page: Page, table: str, index: int, attribute: str = "textContent") -
 
 
 def test_tables_and_plots_render(page):
-    assert page.evaluate("document.querySelectorAll('table.sortable').length") == 3
+    assert page.evaluate("document.querySelectorAll('table.sortable').length") == 4
     assert page.evaluate("document.querySelectorAll('#overall-table tbody tr').length") == 12
     images = page.evaluate(
         "Array.from(document.querySelectorAll('.plots img'))"
         ".map(i => [i.complete, i.naturalWidth, i.getBoundingClientRect().width])"
     )
-    assert len(images) == 4
+    assert len(images) == 5
     assert all(complete and natural > 100 and shown > 100 for complete, natural, shown in images)
+
+
+def test_critical_difference_diagram_and_ranking_render(page):
+    shown = page.evaluate(
+        "(() => { const i = document.querySelector('#plot-cd-diagram img');"
+        " return [i.complete, i.naturalWidth, i.naturalHeight]; })()"
+    )
+    assert shown[0] and shown[1] > 100 and shown[2] > 50
+    assert len(column(page, "ranking-table", 0)) == 4  # one row per method
+
+
+def test_intervals_and_vs_best_show_in_the_task_tables(page):
+    headers = page.evaluate(
+        "Array.from(document.querySelectorAll('#task-0-table th')).map(h => h.textContent)"
+    )
+    scores = column(page, "task-0-table", headers.index("accuracy"))
+    versus = column(page, "task-0-table", headers.index("vs best"))
+    assert all("[" in text and "]" in text for text in scores if text[0].isdigit())
+    assert versus[0] == "best" and any(text.startswith(("yes (p=", "no (p=")) for text in versus)
 
 
 def test_page_loads_nothing_from_elsewhere(page):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,9 @@ import yaml
 
 from peftbench.aggregate import (
     above_chance_p,
+    cell_predictions,
+    collect,
+    compare_methods,
     failure_note,
     flatten,
     grid_summary,
@@ -28,6 +32,7 @@ from peftbench.aggregate import (
     write_table,
 )
 from peftbench.plots import PLOTS
+from peftbench.predictions import write_predictions
 from peftbench.record import validate_record, write_record
 from peftbench.report import fmt_score, md_escape, write_reports
 from tests.conftest import run_snakemake
@@ -118,9 +123,35 @@ def table_of(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([flatten(r) for r in records])
 
 
-def synthetic_table() -> pd.DataFrame:
+def write_run(folder: Path, record: dict, examples: int = 100) -> Path:
+    """``record`` under ``folder/runs/<run_id>/``, a finished run's with a predictions file on
+    ``examples`` examples that gives its score (accuracy rounded to a whole example; the
+    Matthews correlation replaced by that of the predictions)."""
+    run_dir = folder / "runs" / record["run_id"]
+    if record["status"]["code"] == "ok":
+        values = record["metrics"]["values"]
+        metric = record["metrics"]["primary"]
+        references = np.arange(examples) % 2
+        share = values[metric] if metric == "accuracy" else (1 + values[metric]) / 2
+        rng = np.random.default_rng(zlib.crc32(record["run_id"].encode()))
+        correct = np.zeros(examples, dtype=bool)
+        correct[rng.permutation(examples)[: round(share * examples)]] = True
+        predictions = np.where(correct, references, 1 - references)
+        values[metric] = (
+            float(correct.mean())
+            if metric == "accuracy"
+            else float(np.corrcoef(predictions, references)[0, 1])
+        )
+        record["metrics"]["num_examples"] = examples
+        write_predictions(run_dir, record["run_id"], predictions.tolist(), references.tolist())
+    write_record(run_dir / "result.json", record)
+    return run_dir / "result.json"
+
+
+def synthetic_table(folder: Path | None = None) -> pd.DataFrame:
     """3 models × 4 methods (one named like an XSS probe) × 2 tasks × 2 seeds, with runs that
-    ran out of memory, were unsupported or failed."""
+    ran out of memory, were unsupported or failed; with a ``folder``, written there as runs
+    with predictions files and read back."""
     failures = {
         ("minilm-l6", "full", "glue/cola", 1): ("oom", "CUDA out of memory. Tried to allocate"),
         ("minilm-l2", EVIL, "docstring-match", 0): ("unsupported", f"{EVIL} | needs a GPU"),
@@ -134,18 +165,21 @@ def synthetic_table() -> pd.DataFrame:
                 for seed in (0, 1):
                     status, message = failures.get((model, method, task, seed), ("ok", ""))
                     records.append(make_record(model, method, task, seed, status, None, message))
-    return table_of(records)
+    if folder is None:
+        return table_of(records)
+    return collect([write_run(folder, record) for record in records])
 
 
-def write_synthetic(folder: Path) -> dict[str, Path]:
-    """The synthetic table rendered: csv, markdown, html, plots/ and tables/ in ``folder``."""
+def write_synthetic(folder: Path, predictions: bool = False) -> dict[str, Path]:
+    """The synthetic table rendered: csv, markdown, html, plots/ and tables/ in ``folder``; with
+    ``predictions``, from runs that kept their predictions files."""
     paths = {
         "csv": folder / "leaderboard.csv",
         "markdown": folder / "reports" / "leaderboard.md",
         "html": folder / "reports" / "leaderboard.html",
         "tables": folder / "reports" / "tables",
     }
-    write_table(synthetic_table(), paths["csv"])
+    write_table(synthetic_table(folder / "results" if predictions else None), paths["csv"])
     write_reports(
         paths["csv"], paths["markdown"], paths["html"], tables_dir=paths["tables"], docs="../docs"
     )
@@ -155,6 +189,11 @@ def write_synthetic(folder: Path) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> dict[str, Path]:
     return write_synthetic(tmp_path_factory.mktemp("reports"))
+
+
+@pytest.fixture(scope="module")
+def rendered_with_predictions(tmp_path_factory) -> dict[str, Path]:
+    return write_synthetic(tmp_path_factory.mktemp("predicted"), predictions=True)
 
 
 def test_normalise_maps_chance_to_zero_and_best_to_one():
@@ -424,7 +463,7 @@ def test_failed_cells_are_text_never_zero(rendered):
         line for line in markdown.splitlines() if f"| {md_escape(EVIL)} | minilm-l2 |" in line
     ]
     assert len(evil_l2) == 3
-    assert "| unsupported | unsupported |" in evil_l2[1] and "0.000" not in evil_l2[1]
+    assert "| unsupported | 0/2 | unsupported |" in evil_l2[1] and "0.000" not in evil_l2[1]
     assert "| 2/4 unsupported |" in evil_l2[0] and "| unsupported |" in evil_l2[0]
     assert "| bitfit | minilm-l4 | 0.7" in markdown  # one failed seed: the other one is shown
     assert "(1/2 failed)" in markdown
@@ -469,7 +508,7 @@ def test_a_row_not_run_on_every_task(tmp_path):
     write_reports(tmp_path / "t.csv", tmp_path / "l.md", tmp_path / "l.html")
     row = next(line for line in (tmp_path / "l.md").read_text().splitlines() if "| full" in line)
     # No overall score; wins on glue/cola, loses on docstring-match (not run).
-    assert "| n/a | 0.50 | — | 0.300 |" in row
+    assert "| n/a | 0 | 0.50 | — | 0.300 |" in row
 
 
 def test_names_that_look_like_missing_values_stay_names(tmp_path):
@@ -541,3 +580,90 @@ def test_an_undeclared_metric_is_refused_naming_the_declared_ones():
         metric("bleu")
     with pytest.raises(ValueError, match="contradict its direction"):
         register_metric("loss", higher_is_better=True, best=0.0, worst=10.0)
+
+
+def test_cells_with_predictions_show_intervals_and_whether_they_differ_from_the_best(
+    rendered_with_predictions,
+):
+    tables = rendered_with_predictions["tables"]
+    tasks = pd.read_csv(tables / "tasks.csv", keep_default_na=False, na_values=[""])
+    finished = tasks[tasks["seeds_ok"] > 0]
+    assert (finished["interval"] == "bootstrap").all()
+    assert (finished["score_low"] <= finished["score_mean"]).all()
+    assert (finished["score_mean"] <= finished["score_high"]).all()
+    assert finished.groupby("task")["leader"].sum().tolist() == [1, 1]
+    tested = finished[~finished["leader"]]
+    assert tested["vs_best_p_holm"].notna().all() and tested["distinguishable"].any()
+    assert (tested["vs_best_p_holm"] >= tested["vs_best_p"]).all()
+    # Both seeds: the paired bootstrap across seeds; one seed of accuracy: McNemar.
+    tests = tested.set_index(["task", "method", "model"])["vs_best_test"]
+    assert tests[("docstring-match", "bitfit", "minilm-l4")] == "McNemar exact"
+    assert tests[("docstring-match", "lora", "minilm-l2")] == "paired bootstrap"
+    markdown = rendered_with_predictions["markdown"].read_text()
+    section = markdown.split("## docstring-match")[1].split("\n## ")[0]
+    leader = next(line for line in section.splitlines() if line.startswith("| 1 |"))
+    assert " \\[0." in leader and "| best |" in leader
+    assert "| yes (p=" in section and "| 1/2 |" in section
+    board = pd.read_csv(tables / "overall.csv")
+    both = board.dropna(subset=["score_low"])  # every task bootstrapped, every seed finished
+    assert len(both) == 9 and (both["score_low"] < both["score_mean"]).all()
+    pairs = pd.read_csv(tables / "pairs.csv", dtype={"seed": str})
+    # 11 cells with predictions on docstring-match, 12 on cola: pairs of methods per model.
+    assert set(pairs["seed"]) == {"0", "1", "all"}
+    assert (pairs["p_holm"] >= pairs["p_value"]).all()
+    assert "## Ranking across tasks" in markdown and "Friedman test over 4 methods" in markdown
+
+
+def test_a_single_accuracy_without_predictions_gets_a_wilson_interval(tmp_path):
+    records = [
+        make_record("minilm-l2", "lora", "docstring-match", 0, score=0.75),  # 24 of 32
+        make_record("minilm-l2", "lora", "glue/cola", 0, score=0.3),
+    ]
+    write_table(table_of(records), tmp_path / "t.csv")
+    write_reports(tmp_path / "t.csv", tmp_path / "l.md", tmp_path / "l.html", tables_dir=tmp_path)
+    tasks = pd.read_csv(tmp_path / "tasks.csv", keep_default_na=False, na_values=[""])
+    accuracy, mcc = tasks.iloc[0], tasks.iloc[1]
+    assert accuracy["interval"] == "wilson"
+    # 24/32 at z = 1.96: centre (0.75 + z²/64) / (1 + z²/32) = 0.7232, half-width
+    # z · sqrt(0.75 · 0.25 / 32 + z²/4096) / (1 + z²/32) = 0.1443.
+    assert (accuracy["score_low"], accuracy["score_high"]) == (
+        pytest.approx(0.5789, abs=1e-4),
+        pytest.approx(0.8675, abs=1e-4),
+    )
+    assert mcc["interval"] == "none" and math.isnan(mcc["score_low"])
+    assert "| 0.750 \\[0.579, 0.867\\] | 1 |" in (tmp_path / "l.md").read_text()
+
+
+def test_a_predictions_file_that_does_not_give_the_score_is_skipped(tmp_path):
+    record = make_record("minilm-l2", "lora", "docstring-match", 0)
+    path = write_run(tmp_path, record)
+    write_predictions(path.parent, record["run_id"], [0] * 100, list(np.arange(100) % 2))
+    tidy = runs(collect([path]))
+    with pytest.warns(UserWarning, match="predictions do not give its score"):
+        assert cell_predictions(tidy) == {}
+    other = make_record("minilm-l2", "full", "docstring-match", 0)
+    found = cell_predictions(runs(collect([write_run(tmp_path, other)])))
+    assert list(found) == [("docstring-match", "full", "minilm-l2")]
+
+
+def test_efficiency_is_reported_beside_the_raw_axes(rendered):
+    board = pd.read_csv(rendered["tables"] / "overall.csv")
+    expected = board["score_mean"] / np.log10(board["trainable"])
+    assert board["efficiency"].tolist() == pytest.approx(expected.tolist(), nan_ok=True)
+    svg = (rendered["markdown"].parent / "plots" / "cd-diagram.svg").read_text()
+    assert "Friedman p" in svg and "bitfit" in svg
+
+
+def test_compare_prints_the_paired_result_of_two_methods(tmp_path):
+    for method in ("full", "lora"):
+        for seed in (0, 1):
+            write_run(tmp_path, make_record("minilm-l2", method, "docstring-match", seed))
+    write_run(tmp_path, make_record("minilm-l2", "bitfit", "docstring-match", 0))
+    text = compare_methods(tmp_path, "full", "lora")
+    assert text.startswith("docstring-match · minilm-l2: full (A) vs lora (B) (accuracy, 100")
+    lines = text.splitlines()
+    assert "McNemar exact" in lines[3] and "paired bootstrap" in lines[-1]
+    assert lines[-1].split()[0] == "all"
+    assert "+0.1000" in lines[3]  # full scores 0.1 above lora in make_record
+    assert "no paired test" in compare_methods(tmp_path, "full", "freeze")
+    assert compare_methods(tmp_path, "full", "lora", model="minilm-l6").startswith("no runs")
