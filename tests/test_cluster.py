@@ -36,6 +36,13 @@ if command == "sbatch":
     STATE.mkdir(parents=True, exist_ok=True)
     jobid = str(1000 + len(list(STATE.glob("*.json"))))
     (STATE / f"{jobid}.json").write_text(json.dumps(args))
+    # $FAKE_SLURM_KILL_FIRST: the first job whose comment contains it is "killed for memory".
+    kill, comment = os.environ.get("FAKE_SLURM_KILL_FIRST"), value("--comment")
+    if kill and kill in comment and not (STATE / "killed").exists():
+        (STATE / "killed").write_text(comment)
+        (STATE / f"{jobid}.state").write_text("OUT_OF_MEMORY")
+        print(jobid)
+        sys.exit(0)
     wrapped = next(a.removeprefix("--wrap=") for a in args if a.startswith("--wrap="))
     log = Path(value("--output").replace("%j", jobid))
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +83,12 @@ def fake_slurm(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_SLURM_STATE", str(state))
     return state
+
+
+def submitted(state: Path) -> list[list[str]]:
+    """sbatch arguments of every submission in order, --wrap left out."""
+    paths = sorted(state.glob("*.json"), key=lambda path: int(path.stem))
+    return [[a for a in json.loads(p.read_text()) if not a.startswith("--wrap=")] for p in paths]
 
 
 def submissions(state: Path) -> dict[str, list[str]]:
@@ -120,6 +133,8 @@ def test_sweep_on_slurm_submits_sized_jobs(fake_slurm, tmp_path):
         "threads_per_run=1",
         "--slurm-init-seconds-before-status-checks",
         "1",
+        "--seconds-between-status-checks",
+        "1",
     )
     jobs = submissions(fake_slurm)
     # Tokenization and the run are cluster jobs; aggregation and reports run locally.
@@ -140,6 +155,45 @@ def test_sweep_on_slurm_submits_sized_jobs(fake_slurm, tmp_path):
     )
     assert record["status"]["code"] == "ok"
     assert (tmp_path / "reports" / "leaderboard.md").is_file()
+
+
+@pytest.mark.slow
+def test_a_job_slurm_killed_reruns_with_twice_the_memory_and_time(
+    fake_slurm, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("FAKE_SLURM_KILL_FIRST", "rule_run_")
+    config = {
+        "models": ["minilm-l2"],
+        "methods": ["lora"],
+        "tasks": ["docstring-match"],
+        "seeds": [0],
+        "budget": {"steps": 2, "batch_size": 4, "max_length": 16},
+        "hparams": {"max_eval_examples": 16},
+        "count_models": [],
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run_snakemake(
+        tmp_path,
+        "--profile",
+        str(REPO / "profiles" / "slurm"),  # retries: 1
+        "--configfile",
+        str(tmp_path / "config.yaml"),
+        "--config",
+        "threads_per_run=1",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--seconds-between-status-checks",
+        "1",
+    )
+    runs = [args for args in submitted(fake_slurm) if "rule_run_" in option(args, "--comment")]
+    assert len(runs) == 2  # killed, then resubmitted once
+    first, retry = runs
+    assert int(option(retry, "--mem")) == 2 * int(option(first, "--mem"))
+    assert int(option(retry, "-t")) == 2 * int(option(first, "-t"))
+    record = read_record(
+        tmp_path / "results/runs/minilm-l2/lora/docstring-match/default/seed0/result.json"
+    )
+    assert record["status"]["code"] == "ok"
 
 
 def test_resources_grow_with_model_size_and_method():
