@@ -224,6 +224,15 @@ def run_epilog() -> str:
     )
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from peftbench.aggregate import compare_methods
+
+    METHODS.check(args.method_a)
+    METHODS.check(args.method_b)
+    print(compare_methods(args.results_dir, args.method_a, args.method_b, args.model, args.task))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="peftbench", description=__doc__)
     sub = parser.add_subparsers(dest="command_name", required=True)
@@ -316,6 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("verify", help="check a results folder's records and leaderboard")
     check.add_argument("results_dir", help="the sweep's results folder (e.g. results)")
     check.set_defaults(func=cmd_verify)
+
+    compare = sub.add_parser(
+        "compare", help="paired test of two methods on the same validation examples"
+    )
+    compare.add_argument("results_dir", help="the sweep's results folder (e.g. results)")
+    compare.add_argument("method_a", help="first method (A)")
+    compare.add_argument("method_b", help="second method (B)")
+    compare.add_argument("--model", help="only this model (default: every model both ran)")
+    compare.add_argument("--task", help="only this task (default: every task both ran)")
+    compare.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -34,6 +34,7 @@ from peftbench.measure import (
     synchronize,
 )
 from peftbench.method import is_head
+from peftbench.predictions import PREDICTIONS_FILE, write_predictions
 from peftbench.quantize import BITS, bitsandbytes, quantize_linears, quantized_parameters
 from peftbench.record import SCHEMA_VERSION, write_record
 from peftbench.registry import METHODS, MODELS, TASKS
@@ -130,10 +131,11 @@ def execute(
     from peftbench.codehash import code_hash
 
     write_spec(out_dir, spec)  # the contract beside the record (kept if it already holds it)
+    (Path(out_dir) / PREDICTIONS_FILE).unlink(missing_ok=True)  # never an earlier run's
     record = empty_record(spec, command)
     record["provenance"]["code_hash"] = code_hash(spec.model, spec.method, spec.task)
     try:
-        _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir)
+        _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir)
     except DevicesBusyError:  # no free GPU is not a result of the run: the job fails, reruns
         raise
     except MissingBackendError as error:  # an optional package this combination needs
@@ -150,7 +152,7 @@ def execute(
     return record
 
 
-def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
+def _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir) -> None:
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -305,6 +307,8 @@ def _train_and_evaluate(spec, record, tokenized_dir, threads, lock_dir) -> None:
             "values": compute_metrics(task.metrics, dev_predictions, dev_references),
         },
     }
+    positions = eval_positions(len(data["validation"]), hp["max_eval_examples"])
+    write_predictions(out_dir, spec.run_id, predictions, references, example_ids=positions)
 
 
 def describe_device(device: str, threads: int | None) -> dict[str, Any]:
@@ -399,15 +403,23 @@ EVAL_SAMPLE_SEED = 0
 """``max_eval_examples`` draws the same rows for every run, seed and setting."""
 
 
-def eval_subset(rows, limit: int):
-    """``limit`` rows of an evaluation split drawn at random with :data:`EVAL_SAMPLE_SEED`
-    (in their original order), or all of them when ``limit`` is 0 or not smaller. Splits are
-    often ordered by class: the first rows would hold few of the classes."""
-    if not limit or limit >= len(rows):
-        return rows
+def eval_positions(size: int, limit: int) -> list[int]:
+    """The rows of an evaluation split of ``size`` rows that are scored: ``limit`` of them
+    drawn at random with :data:`EVAL_SAMPLE_SEED` (in their original order), or all of them
+    when ``limit`` is 0 or not smaller. Splits are often ordered by class: the first rows would
+    hold few of the classes."""
+    if not limit or limit >= size:
+        return list(range(size))
     import random
 
-    return rows.select(sorted(random.Random(EVAL_SAMPLE_SEED).sample(range(len(rows)), limit)))
+    return sorted(random.Random(EVAL_SAMPLE_SEED).sample(range(size), limit))
+
+
+def eval_subset(rows, limit: int):
+    """The rows of ``rows`` that :func:`eval_positions` picks (``rows`` itself when all)."""
+    if not limit or limit >= len(rows):
+        return rows
+    return rows.select(eval_positions(len(rows), limit))
 
 
 def _train(model, optimizer, scheduler, loader, accelerator, method, hp, device):

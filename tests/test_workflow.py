@@ -6,8 +6,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from peftbench.predictions import read_predictions
 from peftbench.record import read_record
-from tests.conftest import REPO, run_snakemake, write_config
+from peftbench.spec import read_spec
+from tests.conftest import REPO, run_cli, run_snakemake, write_config
 
 
 @pytest.mark.slow
@@ -43,6 +45,17 @@ def test_tiny_sweep_end_to_end(tmp_path):
         assert f">{method}<" in html
     # Tokenization ran once for both runs (they share the tokenizer).
     assert len(list((tmp_path / "results" / "cache" / "tokenized").glob("*/*/len32"))) == 1
+    # Each run folder holds its contract and its validation predictions beside the record.
+    for path in records:
+        record = read_record(path)
+        assert read_spec(path.parent / "spec.json").to_dict() == record["spec"]
+        kept = read_predictions(path.parent / "predictions.json")
+        assert kept.run_id == record["run_id"] and len(kept.predictions) == 32
+        accuracy = float((kept.predictions == kept.references).mean())
+        assert accuracy == pytest.approx(record["metrics"]["values"]["accuracy"])
+    compared = run_cli("compare", str(tmp_path / "results"), "full", "lora").stdout
+    assert "docstring-match · minilm-l2: full (A) vs lora (B)" in compared
+    assert "McNemar" in compared
     # Nothing to do on a second invocation.
     again = run_snakemake(tmp_path, "--cores", "2", "--configfile", str(config), "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
