@@ -24,6 +24,8 @@ class Method:
     defaults: dict[str, Any] = {}  # noqa: RUF012 - read-only class data
     """Method hyperparameters and their defaults (``lr`` included: methods differ by orders of
     magnitude). Their types are the types of the defaults; ``--set`` values are parsed to them."""
+    hparam_help: dict[str, str] = {}  # noqa: RUF012 - read-only class data
+    """One line per key of :attr:`defaults` saying what it means (``peftbench list hparams``)."""
     lr_range: tuple[float, float] = (1e-5, 1e-3)
     """Learning-rate range the paper recommends, for sweeps."""
     trains_base_weights: bool = False
@@ -32,10 +34,26 @@ class Method:
     architectures: tuple[str, ...] | None = None
     """``model_type`` values supported (``None``: any)."""
 
+    hparam_choices: dict[str, tuple[Any, ...]] = {}  # noqa: RUF012 - read-only class data
+    """The valid values of categorical hyperparameters (checked by :meth:`check_hparams`)."""
+    hparam_bounds: dict[str, tuple[float, float]] = {}  # noqa: RUF012 - read-only class data
+    """Inclusive ``(low, high)`` ranges of numeric hyperparameters (``math.inf``: unbounded)."""
+
     def check_hparams(self, hp: dict[str, Any]) -> list[str]:
-        """Problems with the method's own hyperparameter values (choices, ranges), each naming
-        the value and what is valid; checked at plan time, before any job. Default: none."""
-        return []
+        """Problems with the method's own hyperparameter values, each naming the value and what
+        is valid; checked at plan time, before any job. Default: :attr:`hparam_choices` and
+        :attr:`hparam_bounds`; override to add checks that relate several values."""
+        problems = [
+            f"{key}={hp[key]!r}; valid: {', '.join(map(str, allowed))}"
+            for key, allowed in self.hparam_choices.items()
+            if hp[key] not in allowed
+        ]
+        problems += [
+            f"{key}={hp[key]!r}: must be between {low} and {high}"
+            for key, (low, high) in self.hparam_bounds.items()
+            if not low <= hp[key] <= high
+        ]
+        return problems
 
     def unsupported_reason(self, info: ModelInfo) -> str | None:
         """Why this method cannot apply to the model, or ``None`` when it can."""
@@ -59,7 +77,7 @@ class Method:
         return {
             name: p
             for name, p in model.named_parameters()
-            if p.requires_grad and not is_head(name, info)
+            if p.requires_grad and not self.is_head(name, info)
         }
 
     def load_artifact(
@@ -81,28 +99,42 @@ class Method:
         the method keeps its own modules at inference time. Default: the model as it is."""
         return model
 
+    def base_name(self, key: str) -> str:
+        """A parameter or state-dict key of the model :meth:`apply` returned (or of its
+        artifact) as the unadapted model names it, for the tensors the method wraps or moves.
+        Default: ``key`` itself (the method adapts the model in place)."""
+        return key
 
-PEFT_PREFIX = "base_model.model."
-PEFT_PROMPT_PREFIX = "base_model."
-"""peft's prompt-learning models hold the transformers model one level less deep."""
-FROZEN_COPY = ".original_module."
-"""peft keeps a frozen copy of each module it trains a copy of (``modules_to_save``)."""
+    def is_head(self, name: str, info: ModelInfo) -> bool:
+        """Whether ``name``, a parameter or state-dict key of the adapted model, belongs to the
+        task head (:func:`is_head` of its :meth:`base_name`)."""
+        return is_head(self.base_name(name), info)
+
+    def is_frozen_copy(self, name: str) -> bool:
+        """Whether parameter ``name`` of the adapted model is a frozen original the method keeps
+        of a module whose copy it trains (the harness never unfreezes it). Default: no."""
+        return False
+
+    def update_rank_bounds(self, model: nn.Module) -> dict[int, int | None]:
+        """The base weight matrices that the method's own modules update, as ``id(weight)`` ->
+        the rank the update may reach (LoRA: r), or ``None`` when nothing bounds it below
+        ``min(m, n)`` (IA³'s scaling). Trainable weights need no entry (their bound is
+        ``min(m, n)``). Default: none."""
+        return {}
 
 
 def is_head(name: str, info: ModelInfo) -> bool:
-    """Whether the parameter or state-dict key ``name`` belongs to the task head (peft's
-    ``base_model.model.`` wrapper prefix, or ``base_model.`` for prompt learning, is ignored)."""
-    if name.startswith(PEFT_PREFIX):
-        name = name.removeprefix(PEFT_PREFIX)
-    else:
-        name = name.removeprefix(PEFT_PROMPT_PREFIX)
+    """Whether the parameter, module or state-dict key ``name`` of the unadapted task model
+    belongs to the task head (an adapted model's names: :meth:`Method.is_head`)."""
     return any(name == h or name.startswith(h + ".") for h in info.head_prefixes)
 
 
-def unfreeze_head(model: nn.Module, info: ModelInfo) -> None:
-    """Make the task head trainable (the harness always trains it, whatever the method)."""
+def unfreeze_head(model: nn.Module, info: ModelInfo, method: Method | None = None) -> None:
+    """Make the task head of ``model``, what ``method`` returned (``None``: a model no method
+    wrapped), trainable: the harness always trains it, whatever the method."""
+    method = method or Method()
     for name, parameter in model.named_parameters():
-        if is_head(name, info) and FROZEN_COPY not in name:
+        if method.is_head(name, info) and not method.is_frozen_copy(name):
             parameter.requires_grad_(True)
 
 

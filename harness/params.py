@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from peftbench.method import PEFT_PREFIX, PEFT_PROMPT_PREFIX, Method, is_head, unfreeze_head
+from peftbench.method import Method, is_head, unfreeze_head
 from peftbench.model import ModelInfo
 
 SVD_MAX_COST = 2**31
@@ -137,7 +137,7 @@ def adapt(
     on_meta = all(p.is_meta for p in model.parameters())
     with torch.device("meta") if on_meta else contextlib.nullcontext():
         adapted = method.apply(model, hp, info)
-    unfreeze_head(adapted, info)
+    unfreeze_head(adapted, info, method)
     return adapted, base
 
 
@@ -162,18 +162,20 @@ def count_static(
     artifact = method.artifact(model, info)
     counts = {
         "base_total": base.total,
-        **split_head("trainable", trainable, info),
-        **split_head("added", added, info),
-        **declared_size({**artifact, **head_tensors(model, info)}),
+        **split_head("trainable", trainable, method, info),
+        **split_head("added", added, method, info),
+        **declared_size({**artifact, **head_tensors(model, method, info)}),
         "inference_added": None,
         "changed": None,
-        "update_rank": summarise_ranks(declared_ranks(model, base), measured=None),
+        "update_rank": summarise_ranks(declared_ranks(model, method, base), measured=None),
     }
     merged = method.merge(model if inplace else meta_copy(model)) if mergeable else None
     counts["inference_added"] = (
-        backbone_elements(merged, info) - base.total
+        backbone_elements(merged, method, info) - base.total
         if merged is not None
-        else sum(numel(t) for key, t in artifact.items() if base_name(key) not in base.params)
+        else sum(
+            numel(t) for key, t in artifact.items() if method.base_name(key) not in base.params
+        )
     )
     return with_percentages(counts, base.total)
 
@@ -191,8 +193,8 @@ def count_trained(
     and ``update_rank``. ``base`` must come from ``adapt(..., keep_values=True)``. The method's
     merge runs on a copy unless ``inplace`` (then ``model`` is merged and unusable after)."""
     values = base_values(base)
-    declared = declared_ranks(model, base)
-    stored = measured_size({**method.artifact(model, info), **head_tensors(model, info)})
+    declared = declared_ranks(model, method, base)
+    stored = measured_size({**method.artifact(model, info), **head_tensors(model, method, info)})
     unmerged = changed_elements(base)
     merged = method.merge(model if inplace else copy.deepcopy(model)) if mergeable else None
     after = changed_elements(base, merged) if merged is not None else None
@@ -227,46 +229,53 @@ def count_model_method(
 ) -> dict[str, Any]:
     """Static counts of a registered model × method, built on the meta device (no weights, no
     network) with a ``num_labels`` classifier or, for ``head="causal-lm"``, its language-model
-    head. ``overrides`` are ``--set`` values; an unknown key raises
+    head, the way a run counts: at precision int8/nf4 against the quantized base (bitsandbytes
+    layers, on the meta device with their logical shapes), unmerged. ``overrides`` are ``--set``
+    values; an unknown key or a value the method refuses raises
     :class:`peftbench.spec.SpecError` naming the valid ones. Raises :class:`NotApplicableError`
-    when the method does not apply to the model."""
+    when the method does not apply to the model or its precision."""
+    from peftbench.quantize import BITS, quantize_linears
     from peftbench.registry import METHODS, MODELS
-    from peftbench.spec import resolve_hparams
+    from peftbench.spec import SpecError, resolve_hparams
 
     method = METHODS.get(method_name)
     hp = resolve_hparams(method_name, overrides)
+    problems = method.check_hparams(hp)
+    if problems:
+        raise SpecError(f"{method_name}: {'; '.join(problems)}")
+    precision = hp["precision"]
     loaded = MODELS.get(model_name).build_empty(num_labels, head)
     reason = method.unsupported_reason(loaded.info)
+    if reason is None and precision in BITS and method.trains_base_weights:
+        reason = f"it trains base weights, which precision {precision} quantizes"
     if reason:
         raise NotApplicableError(f"{method_name} does not apply to {model_name}: {reason}")
+    if precision in BITS:
+        quantize_linears(loaded.model, loaded.info, BITS[precision])
     model, base = adapt(loaded.model, method, hp, loaded.info)
-    return count_static(model, method, loaded.info, base, inplace=True)
+    mergeable = precision not in BITS  # as in a run: merging would requantize the base
+    return count_static(model, method, loaded.info, base, inplace=True, mergeable=mergeable)
 
 
-def split_head(key: str, named: list[tuple[str, nn.Parameter]], info: ModelInfo) -> dict[str, int]:
-    """``key``, ``key_method`` and ``key_head`` element counts of ``named`` parameters."""
-    head = sum(numel(p) for n, p in named if is_head(n, info))
+def split_head(
+    key: str, named: list[tuple[str, nn.Parameter]], method: Method, info: ModelInfo
+) -> dict[str, int]:
+    """``key``, ``key_method`` and ``key_head`` element counts of ``named`` parameters of the
+    model ``method`` returned."""
+    head = sum(numel(p) for n, p in named if method.is_head(n, info))
     total = sum(numel(p) for _, p in named)
     return {key: total, f"{key}_method": total - head, f"{key}_head": head}
 
 
-def head_tensors(model: nn.Module, info: ModelInfo) -> dict[str, torch.Tensor]:
+def head_tensors(model: nn.Module, method: Method, info: ModelInfo) -> dict[str, torch.Tensor]:
     """The head as the harness stores it: its trainable parameters."""
-    return {n: p for n, p in model.named_parameters() if p.requires_grad and is_head(n, info)}
+    return {
+        n: p for n, p in model.named_parameters() if p.requires_grad and method.is_head(n, info)
+    }
 
 
-def base_name(key: str) -> str:
-    """A parameter or state-dict name as the unadapted model names it (peft's wrapper prefixes
-    and ``base_layer`` removed)."""
-    for prefix in (PEFT_PREFIX, PEFT_PROMPT_PREFIX):
-        if key.startswith(prefix):
-            key = key.removeprefix(prefix)
-            break
-    return key.replace(".base_layer.", ".")
-
-
-def backbone_elements(model: nn.Module, info: ModelInfo) -> int:
-    return sum(numel(p) for n, p in model.named_parameters() if not is_head(n, info))
+def backbone_elements(model: nn.Module, method: Method, info: ModelInfo) -> int:
+    return sum(numel(p) for n, p in model.named_parameters() if not method.is_head(n, info))
 
 
 def declared_size(tensors: dict[str, torch.Tensor]) -> dict[str, int]:
@@ -334,28 +343,22 @@ def delta_rank(before: torch.Tensor, after: torch.Tensor) -> int:
     return int(torch.linalg.matrix_rank(after - before.double(), atol=tol, rtol=0.0))
 
 
-def declared_ranks(model: nn.Module, base: BaseSnapshot) -> dict[str, int]:
+def declared_ranks(model: nn.Module, method: Method, base: BaseSnapshot) -> dict[str, int]:
     """The rank ΔW may reach per backbone matrix the method can change: ``min(m, n)`` for a
-    trainable matrix or one under a peft adapter layer (IA³, VeRA...), the adapter's rank r
-    for one under a LoRA layer (LoRA, AdaLoRA...)."""
-    from peft.tuners.lora import LoraLayer
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
+    trainable matrix, at most that for one under the method's modules (the bound of
+    :meth:`Method.update_rank_bounds`: LoRA's r)."""
     names = {id(base.params[n]): n for n in base.backbone if base.params[n].ndim == 2}
     ranks = {
         names[id(p)]: min(logical_shape(p))
         for p in model.parameters()
         if p.requires_grad and id(p) in names
     }
-    tuner_layers = (m for m in model.modules() if isinstance(m, BaseTunerLayer))
-    for module in tuner_layers:
-        weight = getattr(module.get_base_layer(), "weight", None)
-        if id(weight) not in names:
+    for weight, bound in method.update_rank_bounds(model).items():
+        if weight not in names:
             continue
-        bound = min(logical_shape(weight))
-        if isinstance(module, LoraLayer):
-            bound = min(bound, sum(module.r[adapter] for adapter in module.active_adapters))
-        ranks[names[id(weight)]] = bound
+        name = names[weight]
+        full = min(logical_shape(base.params[name]))
+        ranks[name] = full if bound is None else min(full, bound)
     return ranks
 
 

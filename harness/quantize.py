@@ -28,17 +28,29 @@ def bitsandbytes(precision: str):
     return require("bitsandbytes", f"precision {precision}", INSTALL)
 
 
-def quantized_parameters(model: nn.Module) -> list[str]:
-    """Names of the parameters that bitsandbytes stores quantized (none where bitsandbytes was
-    never imported: then no layer can be one of its)."""
+def quantized_layers(model: nn.Module) -> dict[str, int]:
+    """Name -> bit width of each bitsandbytes layer of ``model`` (none where bitsandbytes was
+    never imported: then no layer can be one of its; this does not import it)."""
     bnb = sys.modules.get("bitsandbytes")
     if bnb is None:
-        return []
-    return [
-        f"{name}.weight"
+        return {}
+    kinds = ((bnb.nn.Linear4bit, 4), (bnb.nn.Linear8bitLt, 8))
+    return {
+        name: bits
         for name, module in model.named_modules()
-        if isinstance(module, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))
-    ]
+        for kind, bits in kinds
+        if isinstance(module, kind)
+    }
+
+
+def quantized_bits(model: nn.Module) -> set[int]:
+    """The bit widths of ``model``'s bitsandbytes layers (empty: the model is not quantized)."""
+    return set(quantized_layers(model).values())
+
+
+def quantized_parameters(model: nn.Module) -> list[str]:
+    """Names of the parameters that bitsandbytes stores quantized."""
+    return [f"{name}.weight" for name in quantized_layers(model)]
 
 
 def quantize_linears(model: nn.Module, info: ModelInfo, bits: int) -> int:
@@ -95,6 +107,4 @@ def quantize_linears(model: nn.Module, info: ModelInfo, bits: int) -> int:
                 layer.bias = nn.Parameter(child.bias.detach().clone(), requires_grad=False)
             setattr(parent, name, layer.to(weight.device))  # moving quantizes
             replaced += 1
-    # What transformers sets when it loads a quantized model; peft then uses its bnb layers.
-    setattr(model, f"is_loaded_in_{bits}bit", True)
     return replaced

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from peftbench.method import Method, is_head
+from peftbench.method import Method
 
 if TYPE_CHECKING:
     from peftbench.model import ModelInfo
 
 REPARAMETRIZATIONS = ("transform", "mlp_head", "lstm_head")
 """peft's prompt-encoder modules that compute the prompt while training (prefix, P-tuning)."""
+WRAPPER_PREFIXES = ("base_model.model.", "base_model.")
+"""What peft's model puts in front of the transformers model's names: ``base_model.model.``
+(``PeftModel`` -> tuner model -> model), ``base_model.`` for prompt learning (no tuner)."""
+BASE_LAYER = ".base_layer."
+"""peft's tuner layers hold the layer they adapt as ``base_layer``."""
+FROZEN_COPY = ".original_module."
+"""peft keeps a frozen original of each module whose copy it trains (``modules_to_save``)."""
 LAST_TOKEN_CLASSIFIERS = (
     "bloom", "falcon", "gemma", "gemma2", "gpt2", "gpt_neo", "gpt_neox", "gptj", "llama",
     "mistral", "mixtral", "opt", "phi", "phi3", "qwen2", "qwen3",
@@ -47,7 +54,9 @@ def target_modules(value: str) -> list[str] | str | None:
 
 class PeftMethod(Method):
     """A method given by a ``peft`` config. The head stays a plain module for the harness
-    (prompt methods are the exception: peft's sequence-classification model trains a copy)."""
+    (prompt methods are the exception: peft's sequence-classification model trains a copy).
+    On a quantized base (bitsandbytes layers) peft's tuners wrap those layers with their
+    quantized variants."""
 
     def peft_config(self, hp: dict[str, Any], info: ModelInfo) -> Any:
         raise NotImplementedError
@@ -55,19 +64,53 @@ class PeftMethod(Method):
     def apply(self, model, hp, info):
         from peft import get_peft_model
 
+        from peftbench.quantize import quantized_bits
+
+        for bits in quantized_bits(model):
+            # What transformers sets when it loads a quantized model: peft's cue for its layers.
+            setattr(model, f"is_loaded_in_{bits}bit", True)
         return get_peft_model(model, self.peft_config(hp, info))
+
+    def base_name(self, key):
+        for prefix in WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key = key.removeprefix(prefix)
+                break
+        return key.replace(BASE_LAYER, ".")
+
+    def is_frozen_copy(self, name):
+        return FROZEN_COPY in name
+
+    def update_rank_bounds(self, model):
+        from peft.tuners.lora import LoraLayer
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        bounds: dict[int, int | None] = {}
+        for module in model.modules():
+            if not isinstance(module, BaseTunerLayer):
+                continue
+            weight = getattr(module.get_base_layer(), "weight", None)
+            if weight is None:
+                continue
+            bounds[id(weight)] = (
+                sum(module.r[adapter] for adapter in module.active_adapters)
+                if isinstance(module, LoraLayer)
+                else None
+            )
+        return bounds
 
     def artifact(self, model, info):
         from peft import get_peft_model_state_dict
 
         state = get_peft_model_state_dict(model)
-        return {name: t.detach() for name, t in state.items() if not is_head(name, info)}
+        return {name: t.detach() for name, t in state.items() if not self.is_head(name, info)}
 
     def load_artifact(self, model, tensors, info):
         from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
         # peft loads a trained head copy with the adapter: pass the model's own (the harness's).
-        head = {k: v for k, v in get_peft_model_state_dict(model).items() if is_head(k, info)}
+        state = get_peft_model_state_dict(model)
+        head = {k: v for k, v in state.items() if self.is_head(k, info)}
         unexpected = set_peft_model_state_dict(model, {**head, **tensors}).unexpected_keys
         if unexpected:
             raise KeyError(f"{self.name}: artifact tensors the model lacks: {unexpected}")

@@ -4,7 +4,8 @@ A frozen weight W gets a trainable update B·A with A: r×d_in, B: d_out×r (B s
 scaled by alpha/r. Paper defaults: r=8, alpha=16 (the paper's GLUE runs), the attention query
 and value projections (``target_modules=auto``: peft's per-architecture names, e.g. query/value
 for BERT, c_attn for GPT-2, q_proj/v_proj for Llama, q/v for T5), no bias; lr 5e-4 (paper: 4e-4
-to 5e-4 for RoBERTa-base). Mergeable: after merging it adds no inference-time parameters.
+to 5e-4 for RoBERTa-base). Mergeable: after merging it adds no inference-time parameters
+(on an int8/nf4 base, where merging would requantize, it is not merged).
 """
 
 from __future__ import annotations
@@ -40,16 +41,16 @@ class LoRA(PeftMethod):
 
 
 class QuantizedLoRA(LoRA):
-    """LoRA on a base whose linear layers are quantized to ``bits`` bits (QLoRA, LoRA-int8).
-    Not merged: merging would requantize the base and change the outputs."""
+    """LoRA preset on a quantized base: its ``defaults`` set ``precision`` (QLoRA: nf4,
+    LoRA-int8: int8), which quantizes the base like any run at that precision. Any other
+    precision is refused (that is ``lora``)."""
 
-    bits: int = 4
-
-    def apply(self, model, hp, info):
-        from peftbench.quantize import quantize_linears
-
-        quantize_linears(model, info, self.bits)
-        return super().apply(model, hp, info)
-
-    def merge(self, model):
-        return None
+    def check_hparams(self, hp):
+        precision = self.defaults["precision"]
+        if hp["precision"] == precision:
+            return super().check_hparams(hp)
+        return [
+            *super().check_hparams(hp),
+            f"precision={hp['precision']!r}: {self.name} is LoRA on an {precision} base; "
+            f"valid: {precision} (at {hp['precision']}, use lora)",
+        ]

@@ -2,19 +2,19 @@
 quantized with LLM.int8() (Dettmers et al., 2022, "LLM.int8(): 8-bit Matrix Multiplication for
 Transformers at Scale", arXiv:2208.07339), through ``peft`` and ``bitsandbytes``.
 
-Every ``Linear`` (and GPT-2 ``Conv1D``) outside the head is replaced by a bitsandbytes
-``Linear8bitLt`` (int8 weights, outlier threshold 6.0, the paper's); LoRA adapters train on the
-targets. The embeddings and the head stay in full precision. bitsandbytes runs these layers on
-CPU and GPU. Defaults as for ``lora``: r=8, alpha=16, peft's default targets (query and value
-on BERT), lr 5e-4.
-Not merged (merging would requantize the base and change the outputs). Architectures: those
-peft has LoRA defaults for, or any with named linear targets.
+A preset of ``lora`` at ``precision=int8``: the precision axis quantizes the base (every
+``Linear`` and GPT-2 ``Conv1D`` outside the head becomes a bitsandbytes ``Linear8bitLt``: int8
+weights, outlier threshold 6.0, the paper's; the embeddings and the head stay in full
+precision), and LoRA adapters train on the targets. Any other precision is refused: that is
+``lora``. Defaults as for ``lora``: r=8, alpha=16, peft's default targets (query and value on
+BERT), lr 5e-4. Not merged (merging would requantize the base and change the outputs).
+Architectures: those peft has LoRA defaults for, or any with named linear targets.
 """
 
 from __future__ import annotations
 
 from peftbench import register_method
-from peftbench.methods.lora import QuantizedLoRA
+from peftbench.methods.lora import LoRA, QuantizedLoRA
 
 
 @register_method("lora_int8")
@@ -24,6 +24,6 @@ class LoRAInt8(QuantizedLoRA):
         "Dettmers et al., 2022, LLM.int8(), arXiv:2208.07339; "
         "Hu et al., 2022, LoRA, arXiv:2106.09685"
     )
-    defaults = {"lr": 5e-4, "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "auto"}
-    bits = 8
+    defaults = {**LoRA.defaults, "precision": "int8"}
+    hparam_help = {**LoRA.hparam_help, "precision": "int8 only: lora_int8 is LoRA on an int8 base"}
     lr_range = (1e-4, 1e-3)

@@ -2,25 +2,33 @@
 arXiv:2305.14314): LoRA on a base model quantized to 4-bit NormalFloat with double
 quantization, through ``peft`` and ``bitsandbytes``.
 
-Every ``Linear`` (and GPT-2 ``Conv1D``) outside the head is replaced by a bitsandbytes NF4
-layer with double-quantized scales (``quant_type=nf4, compress_statistics=True``), computing
-in the model's dtype; LoRA adapters train on top of all of them, as in the paper. The
-embeddings and the head stay in full precision. bitsandbytes runs these layers on CPU and GPU.
-Defaults from the paper (for 7B-13B models): r=64, alpha=16, dropout 0.1, lr 2e-4.
-Not merged (merging would requantize the base and change the outputs). Architectures: any with
-linear (or GPT-2 Conv1D) layers.
+A preset of ``lora`` at ``precision=nf4`` (as peft's own benchmarks define it): the precision
+axis quantizes the base (every ``Linear`` and GPT-2 ``Conv1D`` outside the head becomes a
+bitsandbytes NF4 layer with double-quantized scales, computing in the model's dtype; the
+embeddings and the head stay in full precision), and LoRA adapters train on top of every
+linear layer, as in the paper. Any other precision is refused: that is ``lora``. Defaults from
+the paper (for 7B-13B models): r=64, alpha=16, dropout 0.1, lr 2e-4. Not merged (merging
+would requantize the base and change the outputs). Architectures: any with linear (or GPT-2
+Conv1D) layers.
 """
 
 from __future__ import annotations
 
 from peftbench import register_method
-from peftbench.methods.lora import QuantizedLoRA
+from peftbench.methods.lora import LoRA, QuantizedLoRA
 
 
 @register_method("qlora")
 class QLoRA(QuantizedLoRA):
     description = "QLoRA: LoRA on every linear layer of a 4-bit NF4 double-quantized base (bnb)"
     paper = "Dettmers et al., 2023, QLoRA: Efficient Finetuning of Quantized LLMs, arXiv:2305.14314"
-    defaults = {"lr": 2e-4, "r": 64, "alpha": 16, "dropout": 0.1, "target_modules": "all-linear"}
-    bits = 4
+    defaults = {
+        "lr": 2e-4,
+        "r": 64,
+        "alpha": 16,
+        "dropout": 0.1,
+        "target_modules": "all-linear",
+        "precision": "nf4",
+    }
+    hparam_help = {**LoRA.hparam_help, "precision": "nf4 only: qlora is LoRA on an nf4 base"}
     lr_range = (1e-4, 2e-4)

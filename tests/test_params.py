@@ -333,6 +333,49 @@ def test_set_values_are_parsed_to_the_default_types():
     assert counts["trainable_method"] == 294_912 // 2
 
 
+# Quantized bases: precision is the one way to quantize ---------------------------------------
+
+QLORA_AS_LORA = {"r": 64, "alpha": 16, "dropout": 0.1, "target_modules": "all-linear"}
+
+
+def test_qlora_counts_are_lora_at_nf4_field_by_field():
+    pytest.importorskip("bitsandbytes")
+    qlora = count_model_method("llama-2-7b", "qlora")
+    lora_nf4 = count_model_method("llama-2-7b", "lora", {**QLORA_AS_LORA, "precision": "nf4"})
+    assert qlora == lora_nf4
+    # Against the quantized base: LoRA is all that is added, and it is not merged away.
+    assert qlora["added"] == qlora["trainable_method"] == qlora["inference_added"] == 159_907_840
+    assert qlora["update_rank"] == {"max": 64, "mean": 64, "matrices": 224, "method": "declared"}
+
+
+def test_a_quantized_base_differs_from_fp32_only_in_not_merging():
+    pytest.importorskip("bitsandbytes")
+    fp32 = count_model_method("llama-2-7b", "lora", QLORA_AS_LORA)
+    nf4 = count_model_method("llama-2-7b", "lora", {**QLORA_AS_LORA, "precision": "nf4"})
+    assert {k for k in fp32 if fp32[k] != nf4[k]} == {"inference_added", "inference_added_pct"}
+    assert fp32["inference_added"] == 0 and nf4["inference_added"] == nf4["added_method"]
+
+
+@pytest.mark.parametrize(("method_name", "precision"), [("qlora", "nf4"), ("lora_int8", "int8")])
+def test_quantized_presets_refuse_another_precision(method_name, precision):
+    assert METHODS.get(method_name).defaults["precision"] == precision
+    assert METHODS.get(method_name).check_hparams(resolve_hparams(method_name)) == []
+    with pytest.raises(SpecError, match=rf"precision='fp32'.*valid: {precision}.*use lora"):
+        count_model_method("bert-base", method_name, {"precision": "fp32"})
+
+
+def test_base_weights_cannot_train_on_a_quantized_base():
+    with pytest.raises(NotApplicableError, match="full.*trains base weights.*nf4"):
+        count_model_method("bert-base", "full", {"precision": "nf4"})
+
+
+def test_ia3_declares_no_rank_bound_below_the_matrix():
+    model, base, method, info, _ = adapted("ia3")
+    rank = count_static(model, method, info, base)["update_rank"]
+    assert rank["method"] == "declared" and rank["matrices"] > 0
+    assert rank["max"] == rank["mean"] == D  # min(m, n) of every square or D×F matrix
+
+
 # The table ----------------------------------------------------------------------------------
 
 
