@@ -17,6 +17,7 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING
 
+from peftbench.quantize import BITS
 from peftbench.registry import METHODS, MODELS, TASKS
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 
 POSITION_FIELDS = ("max_position_embeddings", "n_positions")
 """Config fields that bound a model's sequence length (absent: relative positions, no bound)."""
-QUANTIZED = ("int8", "nf4")
 
 
 @cache
@@ -66,9 +66,7 @@ def spec_problems(spec: RunSpec) -> list[str]:
     """Every value of ``spec`` that no run could use, each naming the value and what is valid."""
     method = METHODS.get(spec.method)
     where = f"{spec.method} on {spec.model}"
-    problems = [f"{spec.method}: {problem}" for problem in method.check_hparams(spec.hparams)]
-    if problems:  # applying the method would only repeat them
-        return problems
+    problems: list[str] = []  # the method's own value checks ran when the spec was resolved
     built = meta_build(spec.model, spec.task)
     if built is None:
         return []
@@ -119,7 +117,7 @@ def unsupported_reason(spec: RunSpec, device_kind: str) -> str | None:
     precision = spec.hparams["precision"]
     if precision == "fp16" and device_kind == "cpu":
         return "fp16 mixed precision needs a CUDA device; this run is on the CPU"
-    if precision in QUANTIZED and method.trains_base_weights:
+    if precision in BITS and method.trains_base_weights:
         return f"{spec.method} trains base weights, which precision {precision} quantizes"
     built = meta_build(spec.model, spec.task)
     return None if built is None else method.unsupported_reason(built.info)

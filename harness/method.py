@@ -129,10 +129,9 @@ def is_head(name: str, info: ModelInfo) -> bool:
     return any(name == h or name.startswith(h + ".") for h in info.head_prefixes)
 
 
-def unfreeze_head(model: nn.Module, info: ModelInfo, method: Method | None = None) -> None:
-    """Make the task head of ``model``, what ``method`` returned (``None``: a model no method
-    wrapped), trainable: the harness always trains it, whatever the method."""
-    method = method or Method()
+def unfreeze_head(model: nn.Module, info: ModelInfo, method: Method) -> None:
+    """Make the task head of ``model``, what ``method`` returned, trainable: the harness always
+    trains it, whatever the method."""
     for name, parameter in model.named_parameters():
         if method.is_head(name, info) and not method.is_frozen_copy(name):
             parameter.requires_grad_(True)

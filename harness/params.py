@@ -236,13 +236,10 @@ def count_model_method(
     when the method does not apply to the model or its precision."""
     from peftbench.quantize import BITS, quantize_linears
     from peftbench.registry import METHODS, MODELS
-    from peftbench.spec import SpecError, resolve_hparams
+    from peftbench.spec import resolve_hparams
 
     method = METHODS.get(method_name)
-    hp = resolve_hparams(method_name, overrides)
-    problems = method.check_hparams(hp)
-    if problems:
-        raise SpecError(f"{method_name}: {'; '.join(problems)}")
+    hp = resolve_hparams(method_name, overrides)  # the method's own checks included
     precision = hp["precision"]
     loaded = MODELS.get(model_name).build_empty(num_labels, head)
     reason = method.unsupported_reason(loaded.info)

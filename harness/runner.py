@@ -33,7 +33,6 @@ from peftbench.measure import (
     phase,
     synchronize,
 )
-from peftbench.method import is_head
 from peftbench.predictions import PREDICTIONS_FILE, write_predictions
 from peftbench.quantize import BITS, bitsandbytes, quantize_linears, quantized_parameters
 from peftbench.record import SCHEMA_VERSION, write_record
@@ -223,7 +222,7 @@ def _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir)
     train_loader, eval_loader, dev_loader = _loaders(data, source, hp, spec.seed, task.head)
     score = partial(_predict, answers=meta.get("answer_ids"), batch_size=hp["eval_batch_size"])
     optimizer = torch.optim.AdamW(
-        _param_groups(model, info, hp), lr=hp["lr"], weight_decay=hp["weight_decay"]
+        _param_groups(model, method, info, hp), lr=hp["lr"], weight_decay=hp["weight_decay"]
     )
     from transformers import get_linear_schedule_with_warmup
 
@@ -358,13 +357,13 @@ def class_labels(split) -> list[int]:
     return list(split[column])
 
 
-def _param_groups(model, info, hp) -> list[dict[str, Any]]:
+def _param_groups(model, method, info, hp) -> list[dict[str, Any]]:
     """The trainable parameters as AdamW groups: the task head at ``head_lr`` when set."""
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not hp["head_lr"]:
         return [{"params": [p for _, p in trainable]}]
-    head = [p for n, p in trainable if is_head(n, info)]
-    rest = [p for n, p in trainable if not is_head(n, info)]
+    head = [p for n, p in trainable if method.is_head(n, info)]
+    rest = [p for n, p in trainable if not method.is_head(n, info)]
     groups = [{"params": rest}, {"params": head, "lr": hp["head_lr"]}]
     return [group for group in groups if group["params"]]
 

@@ -147,7 +147,9 @@ def parse_value(key: str, raw: Any, default: Any) -> Any:
 
 
 def resolve_hparams(method: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Training defaults + the method's defaults + ``overrides``, each value type-checked."""
+    """Training defaults + the method's defaults + ``overrides``, each value type-checked, the
+    training values and then the method's own (:meth:`peftbench.method.Method.check_hparams`)
+    checked."""
     defaults = {**TRAINING_DEFAULTS, **METHODS.get(method).defaults}
     resolved = dict(defaults)
     for key, raw in (overrides or {}).items():
@@ -158,6 +160,9 @@ def resolve_hparams(method: str, overrides: dict[str, Any] | None = None) -> dic
             )
         resolved[key] = parse_value(key, raw, defaults[key])
     check_hparams(resolved)
+    problems = METHODS.get(method).check_hparams(resolved)
+    if problems:
+        raise SpecError(f"{method}: {'; '.join(problems)}")
     return resolved
 
 

@@ -178,7 +178,7 @@ def footprint(
     if plugin.unsupported_reason(info) is None:
         with torch.device("meta"):
             built = plugin.apply(built, hp, info)
-        unfreeze_head(built, info)
+        unfreeze_head(built, info, plugin)
     state = expected_memory(built, hp)
     parameters = list(built.parameters())
     return Footprint(

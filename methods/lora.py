@@ -10,6 +10,8 @@ to 5e-4 for RoBERTa-base). Mergeable: after merging it adds no inference-time pa
 
 from __future__ import annotations
 
+import math
+
 from peftbench import register_method
 from peftbench.methods._peft import TARGET_MODULES_HELP, PeftMethod, target_modules
 
@@ -25,6 +27,7 @@ class LoRA(PeftMethod):
         "dropout": "dropout on the input of the update",
         "target_modules": TARGET_MODULES_HELP,
     }
+    hparam_bounds = {"r": (1, math.inf), "alpha": (0, math.inf), "dropout": (0, 1)}
     lr_range = (1e-4, 1e-3)
 
     def peft_config(self, hp, info):
@@ -47,10 +50,10 @@ class QuantizedLoRA(LoRA):
 
     def check_hparams(self, hp):
         precision = self.defaults["precision"]
-        if hp["precision"] == precision:
-            return super().check_hparams(hp)
-        return [
-            *super().check_hparams(hp),
-            f"precision={hp['precision']!r}: {self.name} is LoRA on an {precision} base; "
-            f"valid: {precision} (at {hp['precision']}, use lora)",
-        ]
+        problems = super().check_hparams(hp)
+        if hp["precision"] != precision:
+            problems.append(
+                f"precision={hp['precision']!r}: {self.name} is LoRA on an {precision} base; "
+                f"valid: {precision} (at {hp['precision']}, use lora)"
+            )
+        return problems

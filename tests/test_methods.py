@@ -195,13 +195,17 @@ def adapt(method: Method, build: Callable[[], nn.Module], info: ModelInfo, seed:
     hp: dict[str, Any] = {**method.defaults, "steps": STEPS}
     model = method.apply(build(), hp, info)
     for name, p in model.named_parameters():
-        if is_head(name, info):
+        if method.is_head(name, info):
             p.requires_grad_(False)
     return model.eval(), hp
 
 
-def method_parameters(model: nn.Module, info: ModelInfo) -> dict[str, torch.Tensor]:
-    return {n: p for n, p in model.named_parameters() if p.requires_grad and not is_head(n, info)}
+def method_parameters(
+    model: nn.Module, method: Method, info: ModelInfo
+) -> dict[str, torch.Tensor]:
+    return {
+        n: p for n, p in model.named_parameters() if p.requires_grad and not method.is_head(n, info)
+    }
 
 
 def loss_of(model: nn.Module, batch: dict[str, torch.Tensor]) -> float:
@@ -224,16 +228,16 @@ def check_trains_and_round_trips(name, build, info, batch, tmp_path) -> dict[str
     head) and the artifact read back from safetensors."""
     method = METHODS.get(name)
     model, hp = adapt(method, build, info, seed=0)
-    before = {n: p.detach().clone() for n, p in method_parameters(model, info).items()}
+    before = {n: p.detach().clone() for n, p in method_parameters(model, method, info).items()}
     assert before, f"{name} trains no parameters of its own"
     initial = loss_of(model, batch)
     train(method, model, hp, batch)
     assert loss_of(model, batch) < initial, f"{name}: {STEPS} steps did not lower the loss"
-    after = method_parameters(model, info)
+    after = method_parameters(model, method, info)
     assert any(not torch.equal(before[n], after[n]) for n in before), f"{name}: nothing learned"
 
     tensors = {k: v.detach().contiguous() for k, v in method.artifact(model, info).items()}
-    assert not any(is_head(k, info) for k in tensors), "the head is the harness's to store"
+    assert not any(method.is_head(k, info) for k in tensors), "the head is the harness's to store"
     save_file(tensors, tmp_path / "artifact.safetensors")
     loaded = load_file(tmp_path / "artifact.safetensors")
     assert loaded.keys() == tensors.keys()
@@ -259,7 +263,7 @@ def test_trainable_parameters(name, minilm):
     method = METHODS.get(name)
     base = build()
     model, _ = adapt(method, lambda: base, info, seed=0)
-    trainable = sum(p.numel() for p in method_parameters(model, info).values())
+    trainable = sum(p.numel() for p in method_parameters(model, method, info).values())
     expected, _ = EXPECTED[name]
     if name == "full":
         expected = sum(p.numel() for n, p in base.named_parameters() if not is_head(n, info))
@@ -384,5 +388,5 @@ def test_own_modules_on_declared_architectures(model_type):
             continue
         model = method.apply(model, {**method.defaults, "steps": STEPS}, info)
         model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1])).loss.backward()
-        missing = [n for n, p in method_parameters(model, info).items() if p.grad is None]
+        missing = [n for n, p in method_parameters(model, method, info).items() if p.grad is None]
         assert not missing, f"{name} on {model_type}: no gradient for {missing}"

@@ -93,13 +93,13 @@ def test_head_lr_gives_the_task_head_its_own_rate(method):
     loaded = MODELS.get("minilm-l2").load(num_labels=2)
     hp = resolve_hparams(method, {"head_lr": 1e-3})
     model, _ = adapt(loaded.model, METHODS.get(method), hp, loaded.info)
-    rest, head = _param_groups(model, loaded.info, hp)
+    rest, head = _param_groups(model, METHODS.get(method), loaded.info, hp)
     head_names = {n for n, p in model.named_parameters() if any(p is q for q in head["params"])}
     assert head["lr"] == 1e-3 and "lr" not in rest  # the rest keeps the optimizer's lr
     assert head_names and all(".classifier." in f".{n}" for n in head_names)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert sum(p.numel() for group in (rest, head) for p in group["params"]) == trainable
-    (only,) = _param_groups(model, loaded.info, {**hp, "head_lr": 0.0})
+    (only,) = _param_groups(model, METHODS.get(method), loaded.info, {**hp, "head_lr": 0.0})
     assert len(only["params"]) == len(rest["params"]) + len(head["params"])
 
 
