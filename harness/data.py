@@ -22,22 +22,40 @@ META_FILE = "peftbench_tokenized.json"
 DEV_FRACTION = 0.15
 """Share of each task's training split held out as the ``dev`` split, on which the aggregate
 step selects hyperparameters; the ``validation`` split is only ever reported."""
+DEV_MAX_EXAMPLES = 1000
+"""At most this many dev examples (SST-2's 15% would be 9,093: scoring them took 7× the
+validation split's time, for a selection that 1,000 examples make as well)."""
 DEV_SEED = 0
 """The dev split is the same for every run, seed and setting."""
 
 
+def dev_examples(size: int) -> int:
+    """Rows of a training split of ``size`` rows that the dev split takes."""
+    return min(math.ceil(DEV_FRACTION * size), DEV_MAX_EXAMPLES)
+
+
 def train_examples(size: int) -> int:
     """Training examples left of ``size`` once the dev split is carved out."""
-    return size - math.ceil(DEV_FRACTION * size)
+    return size - dev_examples(size)
 
 
 def carve_dev(data: DatasetDict) -> DatasetDict:
-    """``train`` split into ``train`` and ``dev`` (a fixed random :data:`DEV_FRACTION`, the
-    same on every machine), ``validation`` untouched."""
-    from datasets import DatasetDict
+    """``train`` split into ``train`` and ``dev`` (:func:`dev_examples` rows drawn with
+    :data:`DEV_SEED`, stratified by label: each class keeps its share; the same on every
+    machine), ``validation`` untouched."""
+    from datasets import ClassLabel, DatasetDict
 
-    parts = data["train"].train_test_split(test_size=DEV_FRACTION, seed=DEV_SEED)
-    return DatasetDict(train=parts["train"], dev=parts["test"], validation=data["validation"])
+    train = data["train"]
+    labels = train.features["label"]
+    classes = ClassLabel(num_classes=max(train["label"]) + 1)
+    parts = train.cast_column("label", classes).train_test_split(
+        test_size=dev_examples(len(train)), seed=DEV_SEED, stratify_by_column="label"
+    )
+    return DatasetDict(
+        train=parts["train"].cast_column("label", labels),
+        dev=parts["test"].cast_column("label", labels),
+        validation=data["validation"],
+    )
 
 
 def tokenize_task(task_name: str, model_name: str, max_length: int, data_dir: str | None = None):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from peftbench import codehash
-from peftbench.data import DEV_FRACTION, carve_dev
+from peftbench.data import DEV_MAX_EXAMPLES, carve_dev, dev_examples, train_examples
 from peftbench.registry import METHODS, MODELS, TASKS
 from peftbench.sweep import plan_sweep
 
@@ -29,12 +29,22 @@ def test_dev_split_is_the_documented_fraction_disjoint_and_fixed(numbered):
     carved = carve_dev(numbered)
     size = len(numbered["train"])
     train, dev = list(carved["train"]["row"]), list(carved["dev"]["row"])
-    assert len(dev) == math.ceil(DEV_FRACTION * size)
+    assert len(dev) == dev_examples(size) == math.ceil(0.15 * size)  # under the cap
+    # Stratified: each class keeps its share of the training rows, to within one row.
+    for label in set(numbered["train"]["label"]):
+        share = list(numbered["train"]["label"]).count(label) / size
+        assert abs(list(carved["dev"]["label"]).count(label) - share * len(dev)) <= 1
     assert not set(train) & set(dev)
     assert sorted(train + dev) == list(range(size))  # a partition of the training rows
     assert list(carved["validation"]["text"]) == list(numbered["validation"]["text"])  # untouched
     # No seed or setting enters the split: carving again gives the same rows, in order.
     assert list(carve_dev(numbered)["dev"]["row"]) == dev
+
+
+def test_the_dev_split_is_capped():
+    assert dev_examples(60_614) == DEV_MAX_EXAMPLES == 1000  # SST-2: not its 15%, 9,093
+    assert train_examples(60_614) == 59_614
+    assert dev_examples(2_127) == 320  # RTE: 15%
 
 
 def test_every_seed_and_setting_of_a_sweep_reads_one_tokenization():
