@@ -8,7 +8,12 @@ seconds (default 600), then raises :class:`DevicesBusyError`.
 
 Locks are kept per host, and per SLURM job inside an allocation: the scheduler has already given
 the job its own GPUs (often renumbered from 0), so jobs on other nodes or in other allocations
-never contend for lock files on a shared file system.
+never contend for lock files on a shared file system. They live in one absolute folder per user
+(:func:`default_lock_dir`), so sweeps started from different folders share them.
+
+A job uses a GPU only when its spec asks for one (``gpus_per_run``): 0 is the CPU even on a GPU
+host, and 1 on a host where torch sees no CUDA device is refused
+(:class:`DeviceRequestError`), never silently run on the CPU.
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import IO
 
 WAIT_ENV = "PEFTBENCH_GPU_WAIT_S"
+LOCK_DIR_ENV = "PEFTBENCH_LOCK_DIR"
+GPU_CHOICES = (0, 1)
+"""GPUs a run may ask for: the runner trains on one device."""
 DEFAULT_WAIT_S = 600.0
 POLL_S = 0.5
 
@@ -29,6 +38,25 @@ _held: list[IO[str]] = []
 
 class DevicesBusyError(RuntimeError):
     """Every visible device stayed held by other peftbench jobs for the whole wait."""
+
+
+class DeviceRequestError(RuntimeError):
+    """The run asks for devices this host cannot give it (a GPU where torch sees none, or a
+    count the runner cannot use): the environment is wrong, not the combination."""
+
+
+def default_lock_dir() -> Path:
+    """``$PEFTBENCH_LOCK_DIR`` if set, else ``<temp dir>/peftbench-<uid>/gpu-locks``.
+
+    One folder per user on a host, whatever folder a sweep runs from: the temporary folder is
+    local to the host and outlives a login session (``$XDG_RUNTIME_DIR`` is removed at logout,
+    under running jobs). A results folder would differ between sweeps. Users who share GPUs set
+    ``PEFTBENCH_LOCK_DIR`` to one folder they can all write.
+    """
+    configured = os.environ.get(LOCK_DIR_ENV)
+    if configured:
+        return Path(configured).resolve()
+    return Path(tempfile.gettempdir()).resolve() / f"peftbench-{os.getuid()}" / "gpu-locks"
 
 
 def visible_devices(count: int) -> list[str]:
@@ -86,23 +114,40 @@ def wait_seconds() -> float:
     return float(os.environ.get(WAIT_ENV, DEFAULT_WAIT_S))
 
 
-def select_device(lock_dir: str | os.PathLike, timeout: float | None = None) -> str:
-    """``"cuda:<i>"`` for a claimed GPU, or ``"cpu"`` when none is available.
+def select_device(
+    lock_dir: str | os.PathLike | None = None, gpus: int = 0, timeout: float | None = None
+) -> str:
+    """``"cpu"`` when ``gpus`` is 0 (even on a GPU host), else ``"cuda:<i>"`` for a GPU claimed
+    through the lock files in ``lock_dir`` (default :func:`default_lock_dir`; a relative path is
+    made absolute).
 
-    Raises :class:`DevicesBusyError` when every GPU stays held for ``timeout`` seconds
+    Raises :class:`DeviceRequestError` when ``gpus`` is not 0 or 1, or is 1 and torch sees no
+    CUDA device; :class:`DevicesBusyError` when every GPU stays held for ``timeout`` seconds
     (default: :func:`wait_seconds`).
     """
+    if gpus not in GPU_CHOICES:
+        raise DeviceRequestError(
+            f"gpus={gpus!r}: a run trains on one device; valid: 0 (the CPU) or 1 (one GPU)"
+        )
+    if gpus == 0:
+        return "cpu"
     import torch
 
     if not torch.cuda.is_available():
-        return "cpu"
+        raise DeviceRequestError(
+            f"gpus={gpus} but torch sees no CUDA device (torch {torch.__version__}, built for "
+            f"CUDA {torch.version.cuda}, CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}): install a CUDA build of torch, run "
+            "on a GPU host, or set gpus_per_run: 0"
+        )
+    folder = lock_folder(Path(lock_dir).resolve() if lock_dir is not None else default_lock_dir())
     devices = visible_devices(torch.cuda.device_count())
     wait = wait_seconds() if timeout is None else timeout
-    claimed = claim_device(devices, lock_folder(lock_dir), wait)
+    claimed = claim_device(devices, folder, wait)
     if claimed is None:
         raise DevicesBusyError(
             f"all GPUs {devices} stayed held by other peftbench jobs for {wait:g} s "
-            f"(locks in {lock_folder(lock_dir)}; set {WAIT_ENV} to wait longer)"
+            f"(locks in {folder}; set {WAIT_ENV} to wait longer)"
         )
     if "CUDA_VISIBLE_DEVICES" in os.environ:  # torch numbers the visible devices from 0
         return f"cuda:{devices.index(claimed)}"

@@ -9,8 +9,10 @@ synchronised.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,111 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
+class StepTimer:
+    """Wall seconds of each timed step without synchronising inside the loop. On a CUDA device,
+    events recorded on the current stream around each step, read once by :meth:`seconds` (one
+    synchronisation): a step's time is what the device spent from its start to its end,
+    including any wait for the host to queue work. On the CPU, ``time.perf_counter``."""
+
+    def __init__(self, device: str) -> None:
+        import torch
+
+        self.device = device
+        self.cuda = device.startswith("cuda")
+        self._event = partial(torch.cuda.Event, enable_timing=True) if self.cuda else None
+        self._marks: list[tuple[Any, Any]] = []
+        self._started: Any = None
+
+    def start(self) -> None:
+        """Mark the start of a step."""
+        self._started = self._mark()
+
+    def stop(self) -> None:
+        """Mark the end of the step :meth:`start` began."""
+        if self._started is None:
+            raise RuntimeError("StepTimer.stop() without a start()")
+        self._marks.append((self._started, self._mark()))
+        self._started = None
+
+    def _mark(self) -> Any:
+        if not self.cuda:
+            return time.perf_counter()
+        event = self._event()
+        event.record()
+        return event
+
+    def seconds(self) -> list[float]:
+        """Every step's seconds, in order (waits once for the device to finish them)."""
+        if not self.cuda:
+            return [end - start for start, end in self._marks]
+        synchronize(self.device)
+        return [start.elapsed_time(end) / 1000 for start, end in self._marks]
+
+
+class NonFiniteLoss(ArithmeticError):
+    """A training loss was NaN or infinite."""
+
+    def __init__(self, step: int, value: float) -> None:
+        super().__init__(f"loss became {value} at step {step}")
+        self.step, self.value = step, value
+
+
+class LossWatch:
+    """Per-step losses kept on the device, so that a step never waits for its loss.
+
+    Every ``every`` steps (and in :meth:`values`) the running sum is read, one synchronisation:
+    it is accumulated in float64, so it is NaN or infinite exactly when some loss is (a
+    float32 loss is below 3.4e38; a float64 sum overflows only past 1.8e308). The progress log
+    reads the same sum (:meth:`mean_since`), so it costs no further synchronisation."""
+
+    def __init__(self, every: int) -> None:
+        if every < 1:
+            raise ValueError(f"every={every}: must be a positive number of steps")
+        self.every = every
+        self._losses: list[Any] = []
+        self._total: Any = None
+        self._read: dict[int, float] = {0: 0.0}
+        """Running sums read so far: steps -> sum of their losses."""
+
+    def add(self, loss: Any) -> None:
+        """Keep one step's loss; check the sum when ``every`` steps have passed."""
+        value = loss.detach().double()
+        self._losses.append(value)
+        self._total = value if self._total is None else self._total + value
+        if len(self._losses) % self.every == 0:
+            self.check()
+
+    def check(self) -> float:
+        """The sum of the losses so far; raises :class:`NonFiniteLoss` naming the first step
+        whose loss is not finite."""
+        steps = len(self._losses)
+        if steps not in self._read:
+            total = float(self._total) if steps else 0.0
+            if not math.isfinite(total):
+                values = self._resolve()
+                step = next(i for i, v in enumerate(values) if not math.isfinite(v))
+                raise NonFiniteLoss(step, values[step])
+            self._read[steps] = total
+        return self._read[steps]
+
+    def mean_since(self, step: int) -> float:
+        """Mean loss of the steps after ``step`` (a count at which the sum was read) up to now."""
+        steps = len(self._losses)
+        if step not in self._read or step >= steps:
+            raise ValueError(f"step={step}: the sum was read at steps {sorted(self._read)}")
+        return (self.check() - self._read[step]) / (steps - step)
+
+    def values(self) -> list[float]:
+        """Every step's loss as a float (one synchronisation); checks them first."""
+        self.check()
+        return self._resolve()
+
+    def _resolve(self) -> list[float]:
+        import torch
+
+        return torch.stack(self._losses).tolist() if self._losses else []
+
+
 def expected_memory(model: Any, hp: dict[str, Any]) -> dict[str, int | str]:
     """Analytic memory of training state from the parameter tensors (activations excluded):
     weights and buffers as stored (quantized ones with their quantization state), one gradient
@@ -108,32 +215,74 @@ def expected_memory(model: Any, hp: dict[str, Any]) -> dict[str, int | str]:
     }
 
 
+TFLOP = 1e12
 PEAK_FLOPS: dict[str, dict[str, float]] = {
-    # Dense peak per second from the vendors' data sheets (no sparsity).
-    "H100 80GB HBM3": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
-    "H100 PCIe": {"bf16": 756e12, "fp16": 756e12, "fp32": 51e12},
-    "H200": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
-    "A100-SXM4-80GB": {"bf16": 312e12, "fp16": 312e12, "fp32": 19.5e12},
-    "A100-SXM4-40GB": {"bf16": 312e12, "fp16": 312e12, "fp32": 19.5e12},
-    "L4": {"bf16": 121e12, "fp16": 121e12, "fp32": 30e12},
+    # Dense (no 2:4 sparsity) peak FLOP/s per matmul precision, keyed by the exact name
+    # torch.cuda.get_device_name() returns. Tensor-core figures are the data sheets' "with
+    # sparsity" values halved, as their footnotes say ("one-half lower without sparsity").
+    # Sources: NVIDIA H100 Tensor Core GPU datasheet (SXM, PCIe, NVL); NVIDIA H200 datasheet
+    # (SXM, NVL); NVIDIA A100 datasheet (SXM4 and PCIe, 40 and 80 GB: one set of figures);
+    # NVIDIA L4, L40S and A10 datasheets; NVIDIA Ada Lovelace architecture whitepaper, appendix
+    # (GeForce RTX 4090: FP16/BF16 tensor throughput with FP32 accumulation, what autocast uses).
+    # A missing key (or device) means no MFU. AWS's A10G has no NVIDIA data sheet: left out.
+    "NVIDIA H100 80GB HBM3": {"bf16": 989.5, "fp16": 989.5, "tf32": 494.5, "fp32": 67},
+    "NVIDIA H100 PCIe": {"bf16": 756.5, "fp16": 756.5, "tf32": 378, "fp32": 51},
+    "NVIDIA H100 NVL": {"bf16": 835.5, "fp16": 835.5, "tf32": 417.5, "fp32": 60},
+    "NVIDIA H200": {"bf16": 989.5, "fp16": 989.5, "tf32": 494.5, "fp32": 67},
+    "NVIDIA H200 NVL": {"bf16": 835.5, "fp16": 835.5, "tf32": 417.5, "fp32": 60},
+    "NVIDIA A100-SXM4-80GB": {"bf16": 312, "fp16": 312, "tf32": 156, "fp32": 19.5},
+    "NVIDIA A100-SXM4-40GB": {"bf16": 312, "fp16": 312, "tf32": 156, "fp32": 19.5},
+    "NVIDIA A100 80GB PCIe": {"bf16": 312, "fp16": 312, "tf32": 156, "fp32": 19.5},
+    "NVIDIA A100-PCIE-40GB": {"bf16": 312, "fp16": 312, "tf32": 156, "fp32": 19.5},
+    "NVIDIA L4": {"bf16": 121, "fp16": 121, "tf32": 60, "fp32": 30.3},
+    "NVIDIA L40S": {"bf16": 362.05, "fp16": 362.05, "tf32": 183, "fp32": 91.6},
+    "NVIDIA A10": {"bf16": 125, "fp16": 125, "tf32": 62.5, "fp32": 31.2},
+    "NVIDIA GeForce RTX 4090": {"bf16": 165.2, "fp16": 165.2, "tf32": 82.6, "fp32": 82.6},
 }
+"""Peak TFLOP/s (multiply by :data:`TFLOP`) by device name and matmul precision."""
+
+MATMUL_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "fp32", "nf4": "fp32"}
+"""The precision the run's matrix products execute in. ``nf4`` dequantizes its weights to the
+compute dtype, float32 here. ``int8`` has no entry: LLM.int8() multiplies in int8 forward and
+in the input's dtype backward, so no one peak applies and no MFU is reported."""
+
+
+def matmul_precision(precision: str) -> str | None:
+    """The peak table's column for a run at ``precision``: float32 products run on the FP32
+    units unless PyTorch was told to use TF32 tensor cores (``torch.set_float32_matmul_precision``
+    other than its default ``"highest"``); ``None`` for ``int8``."""
+    import torch
+
+    compute = MATMUL_PRECISION.get(precision)
+    if compute == "fp32" and torch.get_float32_matmul_precision() != "highest":
+        return "tf32"
+    return compute
 
 
 def peak_flops(device_name: str, precision: str) -> float | None:
-    """The device's dense peak FLOP/s for the precision's matmuls, if the device is known."""
-    compute = "fp32" if precision not in ("bf16", "fp16") else precision
-    for key, peaks in PEAK_FLOPS.items():
-        if key in device_name:
-            return peaks[compute]
-    return None
+    """The device's dense peak FLOP/s for the precision's matmuls: ``None`` for a device not in
+    :data:`PEAK_FLOPS` by its exact name, or a precision without one peak (``int8``)."""
+    compute = matmul_precision(precision)
+    peak = PEAK_FLOPS.get(device_name, {}).get(compute) if compute else None
+    return None if peak is None else peak * TFLOP
 
 
 def matmul_params(model: Any) -> int:
-    """Parameters that take part in matrix products (embedding tables are lookups)."""
+    """Parameters that take part in matrix products, in logical elements (a 4-bit weight counts
+    the elements it represents). Embedding tables are lookups and do not count, except where a
+    language-model head shares one (tied embeddings): that head multiplies hidden × vocabulary
+    per token with it."""
     import torch
 
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
-    return sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
+    from peftbench.params import numel
+
+    used: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        if isinstance(module, torch.nn.Embedding):
+            continue
+        for parameter in module.parameters(recurse=False):
+            used[id(parameter)] = parameter
+    return sum(numel(p) for p in used.values())
 
 
 def training_flops_per_token(matmul_params: int, trainable_params: int) -> int:

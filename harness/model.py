@@ -52,9 +52,13 @@ class ModelSource:
     def tokenizer(self) -> PreTrainedTokenizerBase:
         raise NotImplementedError
 
-    def load(self, num_labels: int, head: Head = Head.CLASSIFICATION) -> LoadedModel:
+    def load(
+        self, num_labels: int, head: Head = Head.CLASSIFICATION, dtype: str = "float32"
+    ) -> LoadedModel:
         """The pretrained model for a task posed as ``head`` (:class:`peftbench.task.Head`):
-        with a freshly initialised ``num_labels``-way classifier, or its language-model head."""
+        with a freshly initialised ``num_labels``-way classifier, or its language-model head;
+        its floating-point parameters in ``dtype`` (:data:`LOAD_DTYPES`), whatever the
+        checkpoint stores."""
         raise NotImplementedError
 
     def build_empty(self, num_labels: int, head: Head = Head.CLASSIFICATION) -> LoadedModel:
@@ -65,6 +69,31 @@ class ModelSource:
         with torch.device("meta"):
             model = auto_class(head).from_config(config)
         return LoadedModel(model, model_info(self.name, model, head=head), "config-only")
+
+
+LOAD_DTYPES = ("float32", "bfloat16", "float16")
+"""Parameter dtypes a model may be loaded in. Every precision loads float32: mixed precision
+keeps float32 master weights (fp16's grad scaler refuses float16 parameters), and quantized
+bases quantize from, and compute in, float32."""
+
+
+def torch_dtype(dtype: str) -> Any:
+    """The ``torch.dtype`` named ``dtype``, one of :data:`LOAD_DTYPES`."""
+    import torch
+
+    if dtype not in LOAD_DTYPES:
+        raise ValueError(f"dtype={dtype!r}; valid: {', '.join(LOAD_DTYPES)}")
+    return getattr(torch, dtype)
+
+
+def dtype_argument(dtype: str) -> dict[str, Any]:
+    """The keyword ``from_pretrained``/``from_config`` take the dtype by: ``dtype`` from
+    transformers 4.56 (``torch_dtype``, its old name, warns in 5), ``torch_dtype`` before."""
+    import transformers
+    from packaging.version import Version
+
+    name = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+    return {name: torch_dtype(dtype)}
 
 
 def head_config(head: str, num_labels: int) -> dict[str, Any]:
@@ -155,13 +184,17 @@ class TransformersModel(ModelSource):
 
         return AutoTokenizer.from_pretrained(self.path(), trust_remote_code=self.trust_remote_code)
 
-    def load(self, num_labels: int, head: Head = Head.CLASSIFICATION) -> LoadedModel:
+    def load(
+        self, num_labels: int, head: Head = Head.CLASSIFICATION, dtype: str = "float32"
+    ) -> LoadedModel:
+        # transformers 5 would load the checkpoint's stored dtype (its "auto"): pinned instead.
         model, loading = auto_class(head).from_pretrained(
             self.path(),
             config=self.config(**head_config(head, num_labels)),
             use_safetensors=True,
             trust_remote_code=self.trust_remote_code,
             output_loading_info=True,
+            **dtype_argument(dtype),
         )
         fresh = sorted({key.rsplit(".", 1)[0] for key in loading["missing_keys"]})
         info = model_info(self.name, model, fresh, head)

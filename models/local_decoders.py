@@ -22,6 +22,7 @@ from peftbench.model import (
     LoadedModel,
     ModelSource,
     auto_class,
+    dtype_argument,
     head_config,
     model_info,
     weights_fingerprint,
@@ -84,13 +85,16 @@ class LocalDecoder(ModelSource):
         values = {**ARCHITECTURES[self.model_type], **special, **overrides}
         return AutoConfig.for_model(self.model_type, **values)
 
-    def load(self, num_labels: int, head: Head = Head.CLASSIFICATION) -> LoadedModel:
+    def load(
+        self, num_labels: int, head: Head = Head.CLASSIFICATION, dtype: str = "float32"
+    ) -> LoadedModel:
         import torch
         from safetensors import safe_open
 
+        config = self.config(**head_config(head, num_labels))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(INIT_SEED)
-            model = auto_class(head).from_config(self.config(**head_config(head, num_labels)))
+            model = auto_class(head).from_config(config, **dtype_argument(dtype))
         with safe_open(f"{minilm_path()}/model.safetensors", "pt") as weights:
             embeddings = weights.get_tensor("embeddings.word_embeddings.weight")
         with torch.no_grad():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from itertools import pairwise
 from pathlib import Path
@@ -10,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from peftbench import device
-from peftbench.device import DevicesBusyError, claim_device, lock_folder, select_device
+from peftbench.device import (
+    DeviceRequestError,
+    DevicesBusyError,
+    claim_device,
+    default_lock_dir,
+    lock_folder,
+    select_device,
+)
 
 DEVICES = ["0", "1", "2"]
 FORK = multiprocessing.get_context("fork")
@@ -92,14 +100,14 @@ def two_fake_gpus(monkeypatch):
 
 def test_select_device_numbers_visible_devices_from_zero(tmp_path, two_fake_gpus):
     assert claim_device(["5"], lock_folder(tmp_path)) == "5"
-    assert select_device(tmp_path, timeout=0) == "cuda:1"
+    assert select_device(tmp_path, gpus=1, timeout=0) == "cuda:1"
 
 
 def test_select_device_fails_naming_the_devices_when_all_stay_busy(tmp_path, two_fake_gpus):
     for name in ("5", "7"):
         claim_device([name], lock_folder(tmp_path))
     with pytest.raises(DevicesBusyError, match=r"\['5', '7'\].*0.2 s"):
-        select_device(tmp_path, timeout=0.2)
+        select_device(tmp_path, gpus=1, timeout=0.2)
 
 
 def test_select_device_waits_as_configured(tmp_path, two_fake_gpus, monkeypatch):
@@ -108,16 +116,61 @@ def test_select_device_waits_as_configured(tmp_path, two_fake_gpus, monkeypatch)
         claim_device([name], lock_folder(tmp_path))
     started = time.monotonic()
     with pytest.raises(DevicesBusyError):
-        select_device(tmp_path)
+        select_device(tmp_path, gpus=1)
     assert 0.2 <= time.monotonic() - started < 5
 
 
-def test_select_device_is_the_cpu_without_cuda(tmp_path, monkeypatch):
+def test_no_gpu_asked_is_the_cpu_even_on_a_gpu_host(tmp_path, two_fake_gpus):
+    assert select_device(tmp_path, gpus=0) == "cpu"
+    assert select_device(tmp_path) == "cpu"  # the sweep's default, gpus_per_run: 0
+    assert not any(tmp_path.iterdir())  # no lock taken
+
+
+def test_a_gpu_asked_without_cuda_is_refused_not_run_on_the_cpu(tmp_path, monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert select_device(tmp_path) == "cpu"
-    assert not any(tmp_path.iterdir())  # no lock taken
+    assert select_device(tmp_path, gpus=0) == "cpu"
+    with pytest.raises(DeviceRequestError, match="gpus=1 but torch sees no CUDA device"):
+        select_device(tmp_path, gpus=1)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("gpus", [2, -1])
+def test_gpu_counts_the_runner_cannot_use_are_refused(tmp_path, two_fake_gpus, gpus):
+    with pytest.raises(DeviceRequestError, match=rf"gpus={gpus}: .*valid: 0 .* or 1"):
+        select_device(tmp_path, gpus=gpus)
+
+
+def test_the_default_lock_folder_is_absolute_and_the_same_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv(device.LOCK_DIR_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    here = default_lock_dir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert default_lock_dir() == here
+    assert here.is_absolute() and f"peftbench-{os.getuid()}" in here.parts
+    monkeypatch.setenv(device.LOCK_DIR_ENV, "shared-locks")  # made absolute too
+    assert default_lock_dir() == tmp_path / "elsewhere" / "shared-locks"
+
+
+def test_sweeps_from_two_folders_contend_for_the_same_gpus(tmp_path, two_fake_gpus, monkeypatch):
+    monkeypatch.setenv(device.LOCK_DIR_ENV, str(tmp_path / "locks"))
+    for folder in ("sweep-a", "sweep-b"):
+        (tmp_path / folder).mkdir()
+    monkeypatch.chdir(tmp_path / "sweep-a")
+    assert select_device(gpus=1, timeout=0) == "cuda:0"
+    monkeypatch.chdir(tmp_path / "sweep-b")
+    assert select_device(gpus=1, timeout=0) == "cuda:1"  # not cuda:0 again
+    with pytest.raises(DevicesBusyError, match=str(tmp_path / "locks")):
+        select_device(gpus=1, timeout=0)
+
+
+def test_a_relative_lock_dir_is_made_absolute(tmp_path, two_fake_gpus, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert [select_device("rel", gpus=1, timeout=0) for _ in range(2)] == ["cuda:0", "cuda:1"]
+    with pytest.raises(DevicesBusyError, match=f"locks in {lock_folder(tmp_path / 'rel')}"):
+        select_device("rel", gpus=1, timeout=0)
 
 
 def test_locks_are_per_host_and_per_slurm_job(tmp_path, monkeypatch):
