@@ -19,6 +19,7 @@ validate(config, os.path.join(workflow.basedir, "config", "config.schema.yaml"))
 
 
 include: "rules/common.smk"
+include: "rules/convert.smk"
 include: "rules/tokenize.smk"
 include: "rules/run.smk"
 include: "rules/report.smk"

