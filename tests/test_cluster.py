@@ -110,8 +110,8 @@ def option(args: list[str], flag: str) -> str | None:
     return None
 
 
-@pytest.mark.slow
-def test_sweep_on_slurm_submits_sized_jobs(fake_slurm, tmp_path):
+def write_cluster_config(folder: Path) -> dict:
+    """One LoRA run on minilm-l2 at a tiny budget, written to ``folder/config.yaml``."""
     config = {
         "models": ["minilm-l2"],
         "methods": ["lora"],
@@ -121,7 +121,13 @@ def test_sweep_on_slurm_submits_sized_jobs(fake_slurm, tmp_path):
         "hparams": {"max_eval_examples": 16},
         "count_models": [],
     }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    return config
+
+
+@pytest.mark.slow
+def test_sweep_on_slurm_submits_sized_jobs(fake_slurm, tmp_path):
+    config = write_cluster_config(tmp_path)
     run_snakemake(
         tmp_path,
         "--profile",
@@ -162,16 +168,7 @@ def test_a_job_slurm_killed_reruns_with_twice_the_memory_and_time(
     fake_slurm, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("FAKE_SLURM_KILL_FIRST", "rule_run_")
-    config = {
-        "models": ["minilm-l2"],
-        "methods": ["lora"],
-        "tasks": ["docstring-match"],
-        "seeds": [0],
-        "budget": {"steps": 2, "batch_size": 4, "max_length": 16},
-        "hparams": {"max_eval_examples": 16},
-        "count_models": [],
-    }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    config = write_cluster_config(tmp_path)
     run_snakemake(
         tmp_path,
         "--profile",
