@@ -168,7 +168,7 @@ def test_a_job_slurm_killed_reruns_with_twice_the_memory_and_time(
     fake_slurm, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("FAKE_SLURM_KILL_FIRST", "rule_run_")
-    config = write_cluster_config(tmp_path)
+    write_cluster_config(tmp_path)
     run_snakemake(
         tmp_path,
         "--profile",
