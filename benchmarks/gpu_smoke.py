@@ -7,7 +7,7 @@ failed. The checks:
 
 * ``device``: the GPU's exact name is in the peak table (``measure.PEAK_FLOPS``), with its peaks;
 * ``select_device``: ``gpus=0`` is the CPU on a GPU host, ``gpus=1`` claims a GPU;
-* ``quantize int8/nf4``: layers quantized on the GPU (``quantize_device``) match float32 after
+* ``quantize int8/nf4``: layers quantized on the GPU (``peftbench.quantize``) match float32 after
   the model move ``accelerate.prepare`` makes, keep their scales on the GPU, and never hold the
   full-precision weights there (peak allocated memory); the old path (quantize on the CPU, then
   move) is reported as ``INFO``;
@@ -106,7 +106,6 @@ def bare_info(layers: int, width: int) -> ModelInfo:
 
 def check_quantize(device: str, bits: int) -> list[Check]:
     from peftbench.quantize import quantize_linears
-    from peftbench.quantize_device import quantize_linears_on
 
     layers, width = 16, 4096
     inputs = torch.randn(16, width, device=device) / width**0.5
@@ -117,7 +116,7 @@ def check_quantize(device: str, bits: int) -> list[Check]:
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     start = torch.cuda.memory_allocated(device)
-    quantize_linears_on(model, bare_info(layers, width), bits, device)
+    quantize_linears(model, bare_info(layers, width), bits, device)
     peak = torch.cuda.max_memory_allocated(device) - start
     model.to(device)  # accelerate.prepare's move
     with torch.no_grad():
@@ -138,15 +137,7 @@ def check_quantize(device: str, bits: int) -> list[Check]:
             f"peak {peak / 2**20:.0f} MiB while quantizing {full_bytes / 2**20:.0f} MiB of fp32",
         ),
     ]
-    legacy = mlp(layers, width)
-    quantize_linears(legacy, bare_info(layers, width), bits)  # on the CPU, as before
-    try:
-        with torch.no_grad():
-            legacy_error = f"rel. error {relative_error(legacy.to(device)(inputs), expected):.4f}"
-    except Exception as error:  # the diagnosed device error
-        legacy_error = f"{type(error).__name__}: {str(error)[:120]}"
-    checks.append(Check(f"{name} old path", "INFO", f"CPU-quantized, moved: {legacy_error}"))
-    del model, legacy
+    del model
     return checks
 
 
@@ -262,7 +253,7 @@ def train(
 
 
 def check_mfu(device: str, steps: int, layers: int) -> list[Check]:
-    from peftbench.quantize_device import quantize_linears_on
+    from peftbench.quantize import quantize_linears
 
     name = torch.cuda.get_device_name(device)
     checks, counted = [], {}
@@ -270,7 +261,7 @@ def check_mfu(device: str, steps: int, layers: int) -> list[Check]:
         if precision == "nf4":
             base = llama("cpu", layers)
             info = ModelInfo("llama", "llama", layers, 2048, head_prefixes=(), has_bias=False)
-            quantize_linears_on(base, info, 4, device)
+            quantize_linears(base, info, 4, device)
         else:
             base = llama(device, layers)
         model = with_lora(base)

@@ -16,6 +16,7 @@ from peftbench.grid import DEFAULT_SETTING
 from peftbench.record import RecordError
 from peftbench.registry import METHODS, MODELS, TASKS, UnknownNameError
 from peftbench.spec import (
+    GPU_COUNTS,
     PRECISIONS,
     SPEC_FILE,
     TRAINING_DEFAULTS,
@@ -45,7 +46,6 @@ SHARED_METHOD_HPARAM_HELP: dict[str, str] = {
     "lr": "AdamW learning rate (the task head's too, unless head_lr is set)",
 }
 """Meaning of the hyperparameters every method has, where its ``hparam_help`` is silent."""
-
 
 
 def hparam_rows(defaults: dict[str, Any], meanings: dict[str, str]) -> list[list[Any]]:
@@ -124,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-RUN_FLAGS = ("model", "method", "task", "seed", "set", "data_dir", "setting")
+RUN_FLAGS = ("model", "method", "task", "seed", "set", "data_dir", "setting", "gpus")
 """``peftbench run`` options that describe the run: given by flags, or all by ``--spec``."""
 
 
@@ -146,6 +146,7 @@ def run_spec(args: argparse.Namespace) -> RunSpec:
         parse_assignments(args.set or []),
         args.data_dir,
         args.setting or DEFAULT_SETTING,
+        args.gpus or 0,
     )
 
 
@@ -265,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="random seed (default: 0)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
     run.add_argument("--data-dir", help="local data folder for tasks that take one")
+    run.add_argument(
+        "--gpus",
+        type=int,
+        choices=GPU_COUNTS,
+        help="0: train on the CPU (the default, also on a GPU host); 1: on a free GPU",
+    )
     run.add_argument(
         "--setting",
         help="label of the grid point these --set values make (recorded; names the run; "

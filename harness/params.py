@@ -248,7 +248,7 @@ def count_model_method(
     if reason:
         raise NotApplicableError(f"{method_name} does not apply to {model_name}: {reason}")
     if precision in BITS:
-        quantize_linears(loaded.model, loaded.info, BITS[precision])
+        quantize_linears(loaded.model, loaded.info, BITS[precision])  # meta: structure only
     model, base = adapt(loaded.model, method, hp, loaded.info)
     mergeable = precision not in BITS  # as in a run: merging would requantize the base
     return count_static(model, method, loaded.info, base, inplace=True, mergeable=mergeable)

@@ -22,16 +22,18 @@ from typing import Any
 
 from peftbench import __version__
 from peftbench.backends import MissingBackendError
-from peftbench.device import DevicesBusyError
+from peftbench.device import DeviceRequestError, DevicesBusyError
 from peftbench.feasibility import unsupported_reason
 from peftbench.measure import (
+    LossWatch,
+    NonFiniteLoss,
+    StepTimer,
     expected_memory,
     format_duration,
     matmul_params,
     model_flops_utilisation,
     percentile,
     phase,
-    synchronize,
 )
 from peftbench.predictions import PREDICTIONS_FILE, write_predictions
 from peftbench.quantize import BITS, bitsandbytes, quantize_linears, quantized_parameters
@@ -44,14 +46,12 @@ log = logging.getLogger(__name__)
 
 WARMUP_STEPS_EXCLUDED = 3
 """Steps left out of the throughput figures (allocator and kernel warm-up)."""
+LOAD_DTYPE = "float32"
+"""Every precision loads the model in float32 (:data:`peftbench.model.LOAD_DTYPES`)."""
 
 
 class Unsupported(Exception):
     """The combination cannot run (method × architecture, precision × device)."""
-
-
-class Diverged(Exception):
-    """The training loss became NaN or infinite."""
 
 
 class HarnessError(RuntimeError):
@@ -108,7 +108,7 @@ def classify_failure(error: BaseException) -> tuple[str, str]:
     text = f"{type(error).__name__}: {error}"
     if isinstance(error, (Unsupported, MissingBackendError)):
         return "unsupported", str(error)
-    if isinstance(error, Diverged):
+    if isinstance(error, NonFiniteLoss):
         return "diverged", str(error)
     if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(
         error
@@ -123,7 +123,7 @@ def execute(
     tokenized_dir: str | None = None,
     threads: int | None = None,
     command: str = "",
-    lock_dir: str | Path = ".peftbench/locks",
+    lock_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run ``spec`` and write ``out_dir/result.json`` (beside its ``spec.json``); return the
     record whatever the outcome of the combination."""
@@ -137,6 +137,8 @@ def execute(
         _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir)
     except DevicesBusyError:  # no free GPU is not a result of the run: the job fails, reruns
         raise
+    except DeviceRequestError as error:  # a GPU asked for where there is none: a broken host
+        raise HarnessError(str(error)) from error
     except MissingBackendError as error:  # an optional package this combination needs
         record["status"] = {"code": "unsupported", "message": str(error)}
         record["metrics"] = {}
@@ -163,7 +165,7 @@ def _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir)
     method, task, source = METHODS.get(spec.method), TASKS.get(spec.task), MODELS.get(spec.model)
     if threads:
         torch.set_num_threads(threads)
-    device = select_device(lock_dir)
+    device = select_device(lock_dir, spec.gpus)
     record["provenance"]["device"] = describe_device(device, threads)
     precision = hp["precision"]
     reason = unsupported_reason(spec, device.split(":")[0])  # from the meta build: no weights
@@ -188,10 +190,11 @@ def _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir)
     set_seed(spec.seed)
     with phase("load", device, record):
         try:
-            loaded = source.load(num_labels=task.num_labels, head=task.head)
+            loaded = source.load(num_labels=task.num_labels, head=task.head, dtype=LOAD_DTYPE)
         except OSError as error:  # transformers' word for weights or files it cannot find
             raise HarnessError(f"model {spec.model!r} cannot be loaded: {error}") from error
     record["provenance"]["model_fingerprint"] = loaded.fingerprint
+    record["provenance"]["load_dtype"] = LOAD_DTYPE
     info = loaded.info
     reason = method.unsupported_reason(info)  # again: a model without a readable config
     if reason:
@@ -202,7 +205,7 @@ def _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir)
     # Merging into a quantized base would requantize it and change the outputs: not done.
     mergeable = precision not in BITS
     if precision in BITS:  # the quantized model is the base every count compares against
-        quantize_linears(loaded.model, info, BITS[precision])
+        quantize_linears(loaded.model, info, BITS[precision], device)  # there, once
     model, base = adapt(loaded.model, method, hp, info, keep_values=True)
     trained_quantized = [
         n for n in quantized_parameters(model) if model.get_parameter(n).requires_grad
@@ -237,6 +240,9 @@ def _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir)
         losses, step_times, samples, tokens = _train(
             model, optimizer, scheduler, train_loader, accelerator, method, hp, device
         )
+    # Evaluation holds the trained model only: AdamW's state, the scheduler and the training
+    # phase's cached blocks are released before the eval phase resets its peaks.
+    optimizer, scheduler, train_loader = accelerator.free_memory(optimizer, scheduler, train_loader)
     timed = step_times[WARMUP_STEPS_EXCLUDED:] or step_times
     timed_samples = samples[WARMUP_STEPS_EXCLUDED:] or samples
     timed_tokens = tokens[WARMUP_STEPS_EXCLUDED:] or tokens
@@ -423,77 +429,90 @@ def eval_subset(rows, limit: int):
 
 def _train(model, optimizer, scheduler, loader, accelerator, method, hp, device):
     """Train for ``hp["steps"]`` optimizer steps, cycling over the data; per-step measurements.
-    Logs progress about ten times (every ``steps // 10`` steps, and at the last): the step, the
-    mean loss and the samples/s since the previous line, the time elapsed and the time left."""
+    No step waits for the device: steps are timed by :class:`StepTimer`, losses and token counts
+    stay on the device until the end, and :class:`LossWatch` checks the losses for NaN or inf
+    at each progress line. Logs progress about ten times (every ``steps // 10`` steps, and at
+    the last): the step, the mean loss and the samples/s since the previous line, the time
+    elapsed and the time left."""
+    import torch
+
     steps = hp["steps"]
     every = max(1, steps // 10)
     model.train()
-    losses, step_times, samples, tokens = [], [], [], []
+    timer, watch = StepTimer(device), LossWatch(every)
+    samples, tokens = [], []
     batches = iter(loader)
     began = last_time = time.perf_counter()
     last_step = 0
-    for step in range(steps):
-        try:
-            batch = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            batch = next(batches)
-        synchronize(device)
-        start = time.perf_counter()
-        loss = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}).loss
-        if not math.isfinite(loss.item()):
-            raise Diverged(f"loss became {loss.item()} at step {step}")
-        accelerator.backward(loss)
-        optimizer.step()
-        scheduler.step()
-        method.on_step(model, step + 1)
-        optimizer.zero_grad(set_to_none=True)
-        synchronize(device)
-        step_times.append(time.perf_counter() - start)
-        losses.append(loss.item())
-        samples.append(int(batch["labels"].shape[0]))
-        tokens.append(int(batch["attention_mask"].sum().item()))
-        done = step + 1
-        if done % every == 0 or done == steps:
-            now = time.perf_counter()
-            elapsed = now - began
-            log.info(
-                "step %d/%d  loss %.4f  %.1f samples/s  elapsed %s  eta %s",
-                done,
-                steps,
-                sum(losses[last_step:]) / (done - last_step),
-                sum(samples[last_step:]) / (now - last_time),
-                format_duration(elapsed),
-                format_duration(elapsed / done * (steps - done)),
-            )
-            last_step, last_time = done, now
-    return losses, step_times, samples, tokens
+    try:
+        for step in range(steps):
+            try:
+                batch = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                batch = next(batches)
+            timer.start()
+            loss = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}).loss
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            method.on_step(model, step + 1)
+            optimizer.zero_grad(set_to_none=True)
+            timer.stop()
+            watch.add(loss)  # every `every` steps: NonFiniteLoss naming the first bad step
+            samples.append(int(batch["labels"].shape[0]))
+            tokens.append(batch["attention_mask"].sum())
+            done = step + 1
+            if done % every == 0 or done == steps:
+                mean = watch.mean_since(last_step)  # the sum just read: no further sync
+                now = time.perf_counter()
+                elapsed = now - began
+                log.info(
+                    "step %d/%d  loss %.4f  %.1f samples/s  elapsed %s  eta %s",
+                    done,
+                    steps,
+                    mean,
+                    sum(samples[last_step:]) / (now - last_time),
+                    format_duration(elapsed),
+                    format_duration(elapsed / done * (steps - done)),
+                )
+                last_step, last_time = done, now
+    except Exception:
+        watch.check()  # a loss that went NaN before the failure: the run diverged
+        raise
+    return watch.values(), timer.seconds(), samples, torch.stack(tokens).tolist()
 
 
 def _predict(model, loader, accelerator, device, answers=None, batch_size=64):
-    """Predictions, references, per-batch forward seconds and non-padding tokens (with
-    ``answers``, the token ids of each class's answer: the class whose answer the model finds
-    likeliest after the prompt, :func:`peftbench.lm_scoring.answer_log_likelihoods`)."""
+    """Predictions, references, per-batch forward seconds (the batch's copy to the device
+    excluded; :class:`StepTimer`) and non-padding tokens (with ``answers``, the token ids of
+    each class's answer: the class whose answer the model finds likeliest after the prompt,
+    :func:`peftbench.lm_scoring.answer_log_likelihoods`, which builds and copies its candidates
+    inside the timed span)."""
     import torch
 
     from peftbench.lm_scoring import answer_log_likelihoods
 
     model.eval()
-    predictions, references, batch_times, tokens = [], [], [], 0
+    predictions, references, tokens = [], [], 0
+    timer = StepTimer(device)
     with torch.no_grad():
         for batch in loader:
-            synchronize(device)
-            start = time.perf_counter()
             if answers:
-                scores = answer_log_likelihoods(model, batch, answers, batch_size)
                 labels = batch["class_label"]
+                timer.start()
+                scores = answer_log_likelihoods(model, batch, answers, batch_size)
             else:
-                inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS and k != "labels"}
-                scores = model(**{k: v.to(accelerator.device) for k, v in inputs.items()}).logits
                 labels = batch["labels"]
-            synchronize(device)
-            batch_times.append(time.perf_counter() - start)
+                inputs = {
+                    k: v.to(accelerator.device)
+                    for k, v in batch.items()
+                    if k in MODEL_INPUTS and k != "labels"
+                }
+                timer.start()
+                scores = model(**inputs).logits
+            timer.stop()
             predictions += scores.argmax(-1).tolist()
             references += labels.tolist()
             tokens += int(batch["attention_mask"].sum())
-    return predictions, references, batch_times, tokens
+    return predictions, references, timer.seconds(), tokens

@@ -33,6 +33,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "nf4")
 """fp32; bf16/fp16 mixed precision; int8/nf4: the base quantized with bitsandbytes."""
 POSITIVE = ("steps", "batch_size", "eval_batch_size", "max_length")
+GPU_COUNTS = (0, 1)
+"""GPUs one run may train on (the runner trains on one device)."""
 
 
 class SpecError(ValueError):
@@ -58,6 +60,9 @@ class RunSpec:
     data_dir: str | None = None
     setting: str = DEFAULT_SETTING
     """The grid point's label (:mod:`peftbench.grid`); ``default`` outside a grid."""
+    gpus: int = 0
+    """GPUs the run trains on (:data:`GPU_COUNTS`): 0 is the CPU, even on a GPU host; 1 is a
+    GPU the run claims, and a host without one fails the job (``gpus_per_run`` in a sweep)."""
 
     @property
     def run_id(self) -> str:
@@ -89,6 +94,7 @@ class RunSpec:
             fields.get("hparams"),
             fields.get("data_dir"),
             fields.get("setting", DEFAULT_SETTING),
+            fields.get("gpus", 0),
         )
 
 
@@ -190,6 +196,7 @@ def resolve_spec(
     overrides: dict[str, Any] | None = None,
     data_dir: str | None = None,
     setting: str = DEFAULT_SETTING,
+    gpus: int = 0,
 ) -> RunSpec:
     """A fully resolved, validated :class:`RunSpec` (unknown names fail with the valid ones)."""
     for registry, name in ((MODELS, model), (METHODS, method), (TASKS, task)):
@@ -200,8 +207,10 @@ def resolve_spec(
         check_label(setting)
     except ValueError as error:
         raise SpecError(str(error)) from None
+    if gpus not in GPU_COUNTS:
+        raise SpecError(f"gpus={gpus!r}; valid: {', '.join(map(str, GPU_COUNTS))}")
     hparams = resolve_hparams(method, overrides)
-    return RunSpec(model, method, task, seed, hparams, data_dir, setting)
+    return RunSpec(model, method, task, seed, hparams, data_dir, setting, gpus)
 
 
 def parse_assignments(items: list[str]) -> dict[str, str]:

@@ -286,6 +286,7 @@ def plan_sweep(config: dict[str, Any]) -> Sweep:
                     sweep.overrides(method, setting),
                     sweep.data_dir(task),
                     setting,
+                    int(config.get("gpus_per_run", 0)),
                 )
             except (UnknownNameError, SpecError) as error:
                 found = [str(error)]

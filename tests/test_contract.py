@@ -123,9 +123,7 @@ def test_run_hashes_differ_by_plugin_and_share_the_harness_part():
     other_method = codehash.code_hash("minilm-l2", "bitfit", "docstring-match")
     other_task = codehash.code_hash("minilm-l2", "lora", "glue/rte")
     assert len({base, other_method, other_task}) == 3
-    assert {h.split("-")[0] for h in (base, other_method, other_task)} == {
-        codehash.harness_hash()
-    }
+    assert {h.split("-")[0] for h in (base, other_method, other_task)} == {codehash.harness_hash()}
 
 
 def test_the_tokenization_hash_ignores_the_method():

@@ -216,7 +216,7 @@ def test_a_quantized_run_without_bitsandbytes_is_unsupported(tmp_path, monkeypat
     record = execute(spec, tmp_path / "run", threads=1, lock_dir=tmp_path / "locks")
     assert record["status"]["code"] == "unsupported"
     assert "precision int8 needs the bitsandbytes package" in record["status"]["message"]
-    assert "pip install 'bitsandbytes>=0.45'" in record["status"]["message"]
+    assert "pip install 'bitsandbytes>=0.47,<0.51'" in record["status"]["message"]
     assert record["params"] == {}  # refused before the model was loaded
     assert read_record(tmp_path / "run" / "result.json")["status"]["code"] == "unsupported"
 

@@ -109,13 +109,13 @@ def test_four_bit_weights_count_their_logical_elements():
     from peft import LoraConfig, get_peft_model
 
     from peftbench.model import model_info
-    from peftbench.quantize_device import quantize_linears_on
+    from peftbench.quantize import quantize_linears
 
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
     full = get_peft_model(decoder(LLAMA, tied=True), lora)
     base = decoder(LLAMA, tied=True)
     info = model_info("tiny", base, head="causal-lm")
-    assert quantize_linears_on(base, info, 4, "cpu") == 2 * 7  # q, k, v, o, gate, up, down
+    assert quantize_linears(base, info, 4, "cpu") == 2 * 7  # q, k, v, o, gate, up, down
     quantized = get_peft_model(base, lora)
     packed = sum(p.numel() for p in quantized.parameters())
     assert packed < sum(p.numel() for p in full.parameters())  # the storage is packed...

@@ -200,9 +200,7 @@ def adapt(method: Method, build: Callable[[], nn.Module], info: ModelInfo, seed:
     return model.eval(), hp
 
 
-def method_parameters(
-    model: nn.Module, method: Method, info: ModelInfo
-) -> dict[str, torch.Tensor]:
+def method_parameters(model: nn.Module, method: Method, info: ModelInfo) -> dict[str, torch.Tensor]:
     return {
         n: p for n, p in model.named_parameters() if p.requires_grad and not method.is_head(n, info)
     }

@@ -107,9 +107,10 @@ def test_a_grid_sweep_plans_one_run_per_setting_with_its_values():
         )
     )
     assert planned["hparams"]["lr"] == 5e-3 and planned["setting"] == "lr=0.005"
-    assert RunSpec.from_dict(planned) == sweep.by_run_id[
-        "minilm-l2/lora/docstring-match/lr=0.005/seed1"
-    ]
+    assert (
+        RunSpec.from_dict(planned)
+        == sweep.by_run_id["minilm-l2/lora/docstring-match/lr=0.005/seed1"]
+    )
 
 
 def test_a_spec_file_round_trips_and_is_checked_again_when_read(tmp_path):

@@ -1,4 +1,4 @@
-"""Quantizing on the run's device (harness/quantize_device.py), on the CPU: outputs close to
+"""Quantizing on the run's device (harness/quantize.py), on the CPU: outputs close to
 float32, unchanged by the model move that ``accelerate.prepare`` makes afterwards (no second
 quantization), tied heads left tied, and the meta-device build for counting."""
 
@@ -13,7 +13,7 @@ from peftbench.task import Head
 
 bnb = pytest.importorskip("bitsandbytes")
 
-from peftbench.quantize_device import quantize_linears_on, quantized_layer  # noqa: E402
+from peftbench.quantize import quantize_linears, quantized_layer  # noqa: E402
 
 TOLERANCE = {8: 0.05, 4: 0.2}
 """Relative error of a quantized layer's output against float32 (LLM.int8(), NF4)."""
@@ -52,7 +52,7 @@ def test_a_decoder_quantized_on_its_device_keeps_its_tied_head(bits):
     ids = torch.randint(0, 1000, (2, 12))
     with torch.no_grad():
         expected = model(input_ids=ids).logits
-    replaced = quantize_linears_on(model, loaded.info, bits, "cpu")
+    replaced = quantize_linears(model, loaded.info, bits, "cpu")
     assert replaced == 2 * 7  # q, k, v, o, gate, up, down per layer; not the tied head
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
     model.to("cpu")
@@ -64,6 +64,6 @@ def test_a_decoder_quantized_on_its_device_keeps_its_tied_head(bits):
 def test_the_meta_build_is_structure_only():
     empty = MODELS.get("tiny-gpt2").build_empty(num_labels=2)
     before = sum(p.numel() for p in empty.model.parameters())
-    assert quantize_linears_on(empty.model, empty.info, 4, "cpu") == 2 * 4  # qkv, proj, fc, proj
+    assert quantize_linears(empty.model, empty.info, 4, "cpu") == 2 * 4  # qkv, proj, fc, proj
     assert all(p.is_meta for p in empty.model.parameters())
     assert sum(numel(p) for p in empty.model.parameters()) == before
