@@ -5,7 +5,7 @@ prepared for it (docs/measurement.md, *Precision*).
 GPUs. Around a run::
 
     policy = Policy.for_run(precision, device)  # "auto" resolved: policy.precision, .reason
-    policy.prepare_base(model)       # before the method: linear weights rounded to bf16
+    policy.prepare_base(model)       # before the method: weights rounded to bf16 values
     model = adapt(model, ...)        # the snapshot is of that base (as for quantized bases)
     policy.prepare_adapted(model)    # frozen ones stored in bf16; trainable ones fp32 masters
     optimizer = torch.optim.AdamW(params, **policy.optimizer_options())
@@ -15,9 +15,10 @@ GPUs. Around a run::
 
 What each step buys, measured on minilm-l6 (one thread, Xeon with AMX): the forward under
 ``torch.autocast`` runs every matmul on the bf16 kernels, with fp32 weights cast once per
-forward; frozen weights stored in bf16 skip that cast (LoRA: 18% of a step); PyTorch's fused
-CPU flash-attention backward is ten times slower in bf16 than in fp32, so attention runs the
-eager way (bf16 ``bmm``) on the CPU; the fused AdamW kernel takes a third of the
+forward; frozen weights stored in bf16 skip that cast (LoRA: 15-18% of a step) and halve
+their memory; on the CPU, attention runs the eager way (bf16 ``bmm``): SDPA's flash backward
+(taken without attention dropout) is ten times slower in bf16 than in fp32, and its math path
+(with dropout) slower than the eager form; the fused AdamW kernel takes a third of the
 for-each-parameter AdamW's time at every precision. ``benchmarks/precision.py`` measures it.
 """
 
@@ -37,6 +38,8 @@ MIXED = ("bf16",)
 NATIVE_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 """``/proc/cpuinfo`` flags of CPUs that multiply bf16 in hardware (else oneDNN emulates it)."""
 CPUINFO = Path("/proc/cpuinfo")
+STORED = (nn.Linear, nn.LayerNorm, nn.Embedding)
+"""Modules whose parameters ``bf16`` stores in bf16 where a method leaves them frozen."""
 
 
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
@@ -97,14 +100,14 @@ class Policy:
         return self.device.split(":")[0] == "cpu"
 
     def prepare_base(self, model: nn.Module) -> None:
-        """Before the method is applied: round the linear layers' weights and biases to the
-        compute dtype (they are cast to it in every forward anyway), still in fp32, so that the
-        base the counts compare against holds the values the run computes with; on the CPU,
-        switch SDPA attention to the eager form."""
+        """Before the method is applied: round the parameters of the linear layers, norms and
+        embeddings to the compute dtype, still in fp32, so that the base the counts compare
+        against holds the values the run computes with; on the CPU, switch SDPA attention to
+        the eager form."""
         if self.dtype is None:
             return
         for module in model.modules():
-            if type(module) is nn.Linear:  # not quantized or method-made subclasses
+            if type(module) in STORED:  # not quantized or method-made subclasses
                 for parameter in module.parameters(recurse=False):
                     parameter.data = parameter.data.to(self.dtype).float()
                     self._rounded.add(id(parameter))
@@ -113,12 +116,15 @@ class Policy:
             model.set_attn_implementation("eager")
 
     def prepare_adapted(self, model: nn.Module) -> None:
-        """After the method: the rounded parameters it left frozen stored in the compute dtype
-        (exact; no cast per forward); every trainable parameter stays fp32: the master weights
-        AdamW updates, cast to bf16 in the forward under :meth:`autocast`."""
-        for parameter in model.parameters():
-            if id(parameter) in self._rounded and not parameter.requires_grad:
-                parameter.data = parameter.data.to(self.dtype)
+        """After the method: a rounded module the method left wholly frozen is stored in the
+        compute dtype (exact; no cast per forward, and a bf16 residual stream); every other
+        parameter stays fp32, trainable ones as the master weights AdamW updates, cast to bf16
+        in the forward under :meth:`autocast`."""
+        for module in model.modules():
+            own = list(module.parameters(recurse=False))
+            if own and all(id(p) in self._rounded and not p.requires_grad for p in own):
+                for parameter in own:
+                    parameter.data = parameter.data.to(self.dtype)
 
     def restore(self, model: nn.Module) -> None:
         """After training and evaluation: the parameters stored in the compute dtype back in

@@ -78,7 +78,8 @@ def tiny(precision: str, seed: int = 0) -> tuple[Tiny, Policy]:
     torch.manual_seed(seed)
     model, policy = Tiny(), Policy(precision, "cpu")
     policy.prepare_base(model)
-    model.frozen.requires_grad_(False)  # what a method does between the two calls
+    for frozen in (model.embed, model.frozen, model.norm.weight):  # as a method would
+        frozen.requires_grad_(False)
     policy.prepare_adapted(model)
     return model, policy
 
@@ -90,24 +91,27 @@ def test_fp32_is_left_alone():
     assert policy.optimizer_options() == {"fused": True}
 
 
-def test_bf16_stores_frozen_linears_in_bf16_and_trains_fp32_masters():
+def test_bf16_stores_frozen_modules_in_bf16_and_trains_fp32_masters():
     model, policy = tiny("bf16")
     dtypes = {name: p.dtype for name, p in model.named_parameters()}
     assert dtypes == {
-        "embed.weight": torch.float32,  # lookups: nothing to gain
+        "embed.weight": torch.bfloat16,
         "frozen.weight": torch.bfloat16,
         "frozen.bias": torch.bfloat16,
-        "norm.weight": torch.float32,
+        "norm.weight": torch.float32,  # its module trains a parameter (the bias): all fp32
         "norm.bias": torch.float32,
         "head.weight": torch.float32,  # trainable: the master copy
         "head.bias": torch.float32,
     }
+    head = model.head.weight.detach()
+    assert torch.equal(head, head.to(torch.bfloat16).float())  # rounded to what bf16 holds
     with policy.autocast():
         assert model.head(torch.ones(2, 8)).dtype == torch.bfloat16  # the AMX matmul
 
 
 def test_restore_puts_the_bf16_storage_back_in_fp32_exactly():
     model, policy = tiny("bf16")
+    assert model.frozen.weight.dtype == torch.bfloat16
     stored = model.frozen.weight.detach().clone()
     policy.restore(model)
     assert {p.dtype for p in model.parameters()} == {torch.float32}
