@@ -38,7 +38,8 @@ TRAINING_HPARAM_HELP: dict[str, str] = {
     "warmup_ratio": "fraction of the steps with a linear warm-up (then linear decay to 0)",
     "weight_decay": "AdamW weight decay",
     "head_lr": "learning rate of the task head (0: the method's lr)",
-    "precision": f"one of {', '.join(PRECISIONS)} (bf16/fp16 mixed; int8/nf4: quantized base)",
+    "precision": f"one of {', '.join(PRECISIONS)} (auto: bf16 where native, else fp32; "
+    "bf16/fp16 mixed; int8/nf4: quantized base)",
     "max_eval_examples": "validation and dev examples scored (0: all)",
 }
 """Meaning of each training hyperparameter (:data:`peftbench.spec.TRAINING_DEFAULTS`)."""

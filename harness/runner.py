@@ -16,6 +16,7 @@ import math
 import platform
 import time
 import traceback
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from peftbench.measure import (
     percentile,
     phase,
 )
+from peftbench.precision import Policy
 from peftbench.predictions import PREDICTIONS_FILE, write_predictions
 from peftbench.quantize import BITS, bitsandbytes, quantize_linears, quantized_parameters
 from peftbench.record import SCHEMA_VERSION, write_record
@@ -167,7 +169,9 @@ def _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir)
         torch.set_num_threads(threads)
     device = select_device(lock_dir, spec.gpus)
     record["provenance"]["device"] = describe_device(device, threads)
-    precision = hp["precision"]
+    policy = Policy.for_run(hp["precision"], device)  # "auto": what the device computes natively
+    precision = policy.precision
+    record["provenance"]["precision"] = {"ran": precision, "reason": policy.reason}
     reason = unsupported_reason(spec, device.split(":")[0])  # from the meta build: no weights
     if reason:
         raise Unsupported(reason)
@@ -206,7 +210,9 @@ def _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir)
     mergeable = precision not in BITS
     if precision in BITS:  # the quantized model is the base every count compares against
         quantize_linears(loaded.model, info, BITS[precision], device)  # there, once
+    policy.prepare_base(loaded.model)  # bf16: linear weights rounded; the base counts compare to
     model, base = adapt(loaded.model, method, hp, info, keep_values=True)
+    policy.prepare_adapted(model)  # bf16: frozen linears stored in bf16, trainables fp32 masters
     trained_quantized = [
         n for n in quantized_parameters(model) if model.get_parameter(n).requires_grad
     ]
@@ -220,12 +226,20 @@ def _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir)
     # One run per call: forget the precision an earlier run in this process set.
     AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator(
-        cpu=device == "cpu", mixed_precision=precision if precision in ("bf16", "fp16") else "no"
-    )
+        cpu=device == "cpu", mixed_precision="fp16" if precision == "fp16" else "no"
+    )  # bf16 autocasts through the policy
     train_loader, eval_loader, dev_loader = _loaders(data, source, hp, spec.seed, task.head)
-    score = partial(_predict, answers=meta.get("answer_ids"), batch_size=hp["eval_batch_size"])
+    score = partial(
+        _predict,
+        answers=meta.get("answer_ids"),
+        batch_size=hp["eval_batch_size"],
+        autocast=policy.autocast,
+    )
     optimizer = torch.optim.AdamW(
-        _param_groups(model, method, info, hp), lr=hp["lr"], weight_decay=hp["weight_decay"]
+        _param_groups(model, method, info, hp),
+        lr=hp["lr"],
+        weight_decay=hp["weight_decay"],
+        **policy.optimizer_options(),
     )
     from transformers import get_linear_schedule_with_warmup
 
@@ -238,7 +252,7 @@ def _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir)
 
     with phase("train", device, record):
         losses, step_times, samples, tokens = _train(
-            model, optimizer, scheduler, train_loader, accelerator, method, hp, device
+            model, optimizer, scheduler, train_loader, accelerator, method, hp, device, policy
         )
     # Evaluation holds the trained model only: AdamW's state, the scheduler and the training
     # phase's cached blocks are released before the eval phase resets its peaks.
@@ -277,6 +291,7 @@ def _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir)
     with phase("dev", device, record):  # hyperparameters are selected on this split's score
         dev_predictions, dev_references, _, _ = score(model, dev_loader, accelerator, device)
     record["memory"]["expected"] = expected_memory(model, hp)
+    policy.restore(model)  # merges and counts on fp32 storage, exactly as at fp32
     with phase("count", device, record):  # stored, changed, update rank: needs the trained model
         record["params"].update(
             count_trained(
@@ -427,7 +442,7 @@ def eval_subset(rows, limit: int):
     return rows.select(eval_positions(len(rows), limit))
 
 
-def _train(model, optimizer, scheduler, loader, accelerator, method, hp, device):
+def _train(model, optimizer, scheduler, loader, accelerator, method, hp, device, policy):
     """Train for ``hp["steps"]`` optimizer steps, cycling over the data; per-step measurements.
     No step waits for the device: steps are timed by :class:`StepTimer`, losses and token counts
     stay on the device until the end, and :class:`LossWatch` checks the losses for NaN or inf
@@ -452,7 +467,8 @@ def _train(model, optimizer, scheduler, loader, accelerator, method, hp, device)
                 batches = iter(loader)
                 batch = next(batches)
             timer.start()
-            loss = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}).loss
+            with policy.autocast():  # the forward only; backward runs outside autocast
+                loss = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}).loss
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
@@ -483,7 +499,7 @@ def _train(model, optimizer, scheduler, loader, accelerator, method, hp, device)
     return watch.values(), timer.seconds(), samples, torch.stack(tokens).tolist()
 
 
-def _predict(model, loader, accelerator, device, answers=None, batch_size=64):
+def _predict(model, loader, accelerator, device, answers=None, batch_size=64, autocast=nullcontext):
     """Predictions, references, per-batch forward seconds (the batch's copy to the device
     excluded; :class:`StepTimer`) and non-padding tokens (with ``answers``, the token ids of
     each class's answer: the class whose answer the model finds likeliest after the prompt,
@@ -496,7 +512,7 @@ def _predict(model, loader, accelerator, device, answers=None, batch_size=64):
     model.eval()
     predictions, references, tokens = [], [], 0
     timer = StepTimer(device)
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
         for batch in loader:
             if answers:
                 labels = batch["class_label"]

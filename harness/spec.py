@@ -30,8 +30,10 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 """Training budget and loop settings shared by all methods (``max_eval_examples`` 0: all;
 ``head_lr`` 0: the task head trains at ``lr``, like everything else)."""
 
-PRECISIONS = ("fp32", "bf16", "fp16", "int8", "nf4")
-"""fp32; bf16/fp16 mixed precision; int8/nf4: the base quantized with bitsandbytes."""
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8", "nf4")
+"""auto: bf16 where the device computes it natively, else fp32 (:mod:`peftbench.precision`;
+the record says what ran and why); fp32; bf16/fp16 mixed precision; int8/nf4: the base
+quantized with bitsandbytes."""
 POSITIVE = ("steps", "batch_size", "eval_batch_size", "max_length")
 GPU_COUNTS = (0, 1)
 """GPUs one run may train on (the runner trains on one device)."""
