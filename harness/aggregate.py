@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from peftbench import metrics
+from peftbench.files import write_text_atomic
 from peftbench.grid import DEFAULT_SETTING
 from peftbench.predictions import Predictions, PredictionsError, predictions_beside
 from peftbench.record import RecordError, read_record
@@ -59,11 +60,7 @@ def collect(paths: Iterable[str | os.PathLike], skip_invalid: bool = False) -> p
 
 def write_table(frame: pd.DataFrame, out: str | os.PathLike) -> None:
     """Write the table as CSV atomically."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    write_text_atomic(out, frame.to_csv(index=False))
 
 
 # Analysis of the table: pure functions over DataFrames, used by the leaderboards.

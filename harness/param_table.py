@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from peftbench.files import write_text_atomic
 from peftbench.params import NotApplicableError, count_model_method
 from peftbench.registry import METHODS
 from peftbench.spec import SpecError, parse_assignments
@@ -89,9 +90,7 @@ def param_table(
 
 
 def write_param_table(path: str | Path, models: list[str], methods: list[str], **kwargs) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(param_table(models, methods, **kwargs))
+    write_text_atomic(path, param_table(models, methods, **kwargs))
 
 
 def main(argv: list[str] | None = None) -> None:

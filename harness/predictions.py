@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from peftbench.record import write_json_atomic
+from peftbench.files import write_json_atomic
 
 PREDICTIONS_FILE = "predictions.json"
 FIELDS = ("example_ids", "predictions", "references")

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from peftbench.files import write_json_atomic
 
 SCHEMA_VERSION = "1.1"
 """The version written; :data:`READABLE_VERSIONS` are read (1.0 lacks grid settings and dev
@@ -39,22 +40,6 @@ def validate_record(record: dict[str, Any], source: str = "record") -> None:
     if errors:
         where = "/".join(str(p) for p in errors[0].path) or "(top level)"
         raise RecordError(f"{source}: invalid at {where}: {errors[0].message}")
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to a temporary file beside ``path``, fsync it, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True, allow_nan=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_record(path: str | os.PathLike, record: dict[str, Any]) -> None:

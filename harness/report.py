@@ -39,6 +39,7 @@ from peftbench.aggregate import (
     with_intervals,
     write_table,
 )
+from peftbench.files import write_text_atomic
 from peftbench.grid import DEFAULT_SETTING
 from peftbench.plots import PLOTS, fmt_count, svgs
 from peftbench.stats import ALPHA, CONFIDENCE, RESAMPLES, Ranking, pairwise
@@ -544,7 +545,7 @@ def write_reports(
     plots_dir = Path(plots_dir) if plots_dir else Path(markdown).parent / "plots"
     images = svgs(page["board"], page["ranking_result"])
     for stem, svg in images.items():
-        _write(plots_dir / f"{stem}.svg", svg)
+        write_text_atomic(plots_dir / f"{stem}.svg", svg)
     if tables_dir:
         write_table(page["board"], Path(tables_dir) / "overall.csv")
         write_table(page["summary"], Path(tables_dir) / "tasks.csv")
@@ -553,14 +554,8 @@ def write_reports(
     relative = Path(os.path.relpath(plots_dir, Path(markdown).parent)).as_posix()
     env = environment()
     plot_files = {stem: quote(f"{relative}/{stem}.svg") for stem in images}
-    _write(markdown, env.get_template("leaderboard.md.j2").render(**page, plots=plot_files))
+    write_text_atomic(
+        markdown, env.get_template("leaderboard.md.j2").render(**page, plots=plot_files)
+    )
     inline = {stem: base64.b64encode(svg.encode()).decode() for stem, svg in images.items()}
-    _write(html, env.get_template("leaderboard.html.j2").render(**page, plots=inline))
-
-
-def _write(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(html, env.get_template("leaderboard.html.j2").render(**page, plots=inline))

@@ -103,7 +103,7 @@ class RunSpec:
 def write_spec(folder: str | os.PathLike, spec: RunSpec) -> Path:
     """Write ``spec`` to ``folder``/:data:`SPEC_FILE` atomically, unless the file already holds
     it (then it is left untouched: a workflow input keeps its time stamp); return its path."""
-    from peftbench.record import write_json_atomic
+    from peftbench.files import write_json_atomic
 
     path = Path(folder) / SPEC_FILE
     try:

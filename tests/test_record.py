@@ -62,3 +62,21 @@ def test_every_measurement_field_is_spelled_out(tmp_path, section, field, value,
     with pytest.raises(RecordError, match=fragment):
         write_record(tmp_path / "result.json", record)
     assert not (tmp_path / "result.json").exists()
+
+
+def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    import os
+
+    from peftbench.files import write_text_atomic
+
+    target = tmp_path / "reports" / "leaderboard.md"
+    write_text_atomic(target, "old\n")
+
+    def crash(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_text_atomic(target, "new\n")
+    assert target.read_text() == "old\n"
+    assert [p.name for p in target.parent.iterdir()] == ["leaderboard.md"]  # no temporary left
