@@ -7,6 +7,7 @@ twice mid-training, resumed, and must end with the same records.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -23,7 +24,6 @@ import yaml
 
 from peftbench.cli import build_parser
 from peftbench.record import read_record
-from peftbench.spec import parse_assignments
 from tests.conftest import REPO, run_cli, run_snakemake
 from tests.test_faults import FAULTY_METHODS, PLUGIN_PACKAGE, on_pythonpath, write_plugin
 
@@ -114,21 +114,19 @@ def test_runs_share_one_tokenization(finished):
 
 @pytest.mark.slow
 def test_records_carry_the_command_that_made_them(finished):
+    """The job's command names the run's spec file, and that file holds the record's spec."""
     folder, _, _ = finished
     for method in METHODS:
-        record = read_record(folder / RUN.format(method=method))
+        path = folder / RUN.format(method=method)
+        record = read_record(path)
         program, *args = shlex.split(record["provenance"]["command"])
         parsed, spec = build_parser().parse_args(args), record["spec"]
         assert (program, parsed.command_name) == ("peftbench", "run")
-        assert [parsed.model, parsed.method, parsed.task, parsed.seed] == [
-            spec["model"],
-            spec["method"],
-            spec["task"],
-            spec["seed"],
-        ]
-        overrides = parse_assignments(parsed.set)
-        assert overrides == {k: str(v) for k, v in {**BUDGET, "max_eval_examples": 16}.items()}
-        assert all(str(spec["hparams"][key]) == value for key, value in overrides.items())
+        assert folder / parsed.spec == path.parent / "spec.json"
+        assert parsed.model is parsed.method is parsed.set is None  # all in the file
+        assert json.loads((folder / parsed.spec).read_text()) == spec
+        planned = {**BUDGET, "max_eval_examples": 16}
+        assert {key: spec["hparams"][key] for key in planned} == planned
 
 
 @pytest.mark.slow
@@ -182,7 +180,8 @@ def slow_run_process(sweep: subprocess.Popen) -> psutil.Process:
     """The ``peftbench run`` process of the ``slow`` method under ``sweep``."""
     for child in psutil.Process(sweep.pid).children(recursive=True):
         line = child.cmdline()
-        if "peftbench" in line and "slow" in line and child.name().startswith("python"):
+        spec = line[line.index("--spec") + 1] if "--spec" in line else ""
+        if "peftbench" in line and "/slow/" in spec and child.name().startswith("python"):
             return child
     raise AssertionError("no running 'slow' run")
 

@@ -31,7 +31,7 @@ def test_unknown_hyperparameter_names_the_valid_ones():
     [
         ("r", "four", "expected a int"),
         ("steps", 0, "must be a positive integer"),
-        ("precision", "fp8", "valid: fp32, bf16, fp16, int8, nf4"),
+        ("precision", "fp8", "valid: auto, fp32, bf16, fp16, int8, nf4"),
         ("lr", -1.0, "must be positive"),
         ("head_lr", -1e-3, "must be >= 0"),
     ],
