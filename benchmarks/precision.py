@@ -29,6 +29,7 @@ from peftbench.data import tokenize_task
 from peftbench.params import adapt
 from peftbench.precision import Policy
 from peftbench.registry import METHODS, MODELS, TASKS
+from peftbench.runner import _loaders
 from peftbench.spec import resolve_hparams
 
 WARMUP = 3  # the runner's WARMUP_STEPS_EXCLUDED
@@ -109,22 +110,9 @@ def build(
 
 
 def loaders(model_name: str, task: str, hp: dict[str, Any], seed: int) -> tuple[DataLoader, ...]:
-    """Train (shuffled, seeded, padded per batch) and validation loaders, as in a run."""
-    from transformers import DataCollatorWithPadding
-
+    """Train and validation loaders, made the way a run makes them (``runner._loaders``)."""
     data, _ = tokenize_task(task, model_name, hp["max_length"])
-    collate = DataCollatorWithPadding(MODELS.get(model_name).tokenizer())
-    train = DataLoader(
-        data["train"],
-        batch_size=hp["batch_size"],
-        shuffle=True,
-        drop_last=True,
-        collate_fn=collate,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    validation = DataLoader(
-        data["validation"], batch_size=hp["eval_batch_size"], collate_fn=collate
-    )
+    train, validation, _ = _loaders(data, MODELS.get(model_name), hp, seed, TASKS.get(task).head)
     return train, validation
 
 
