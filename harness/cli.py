@@ -41,6 +41,7 @@ TRAINING_HPARAM_HELP: dict[str, str] = {
     "precision": f"one of {', '.join(PRECISIONS)} (auto: bf16 where native, else fp32; "
     "bf16/fp16 mixed; int8/nf4: quantized base)",
     "max_eval_examples": "validation and dev examples scored (0: all)",
+    "max_new_tokens": "generation tasks: most tokens generated per example (0: the task's own)",
 }
 """Meaning of each training hyperparameter (:data:`peftbench.spec.TRAINING_DEFAULTS`)."""
 SHARED_METHOD_HPARAM_HELP: dict[str, str] = {

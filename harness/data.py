@@ -41,11 +41,14 @@ def train_examples(size: int) -> int:
 
 def carve_dev(data: DatasetDict) -> DatasetDict:
     """``train`` split into ``train`` and ``dev`` (:func:`dev_examples` rows drawn with
-    :data:`DEV_SEED`, stratified by label: each class keeps its share; the same on every
-    machine), ``validation`` untouched."""
+    :data:`DEV_SEED`, stratified by label where rows have one: each class keeps its share; the
+    same on every machine), ``validation`` untouched."""
     from datasets import ClassLabel, DatasetDict
 
     train = data["train"]
+    if "label" not in train.column_names:  # a generation task: nothing to stratify by
+        parts = train.train_test_split(test_size=dev_examples(len(train)), seed=DEV_SEED)
+        return DatasetDict(train=parts["train"], dev=parts["test"], validation=data["validation"])
     labels = train.features["label"]
     classes = ClassLabel(num_classes=max(train["label"]) + 1)
     parts = train.cast_column("label", classes).train_test_split(
@@ -66,7 +69,8 @@ def tokenize_task(task_name: str, model_name: str, max_length: int, data_dir: st
     ``classification`` tasks: ``input_ids``, ``attention_mask``, ``token_type_ids`` where the
     tokenizer makes them, and the class as ``labels``. ``causal-lm`` tasks: the prompt followed
     by the right answer as ``input_ids``, the answer's tokens as ``labels`` (-100 on the
-    prompt), the class as ``class_label`` and the prompt's length as ``prompt_length``."""
+    prompt), the class as ``class_label`` and the prompt's length as ``prompt_length``.
+    ``generation`` tasks: :func:`encode_generation`."""
     task = TASKS.get(task_name)
     loaded = task.load(data_dir)
     size = len(loaded["train"])
@@ -82,6 +86,9 @@ def tokenize_task(task_name: str, model_name: str, max_length: int, data_dir: st
     if task.head == Head.CAUSAL_LM:
         answers = answer_ids(tokenizer, task.answers)
         encode = partial(encode_prompted, task, tokenizer, answers, max_length)
+    elif task.head == Head.GENERATION:
+        answers = []
+        encode = partial(encode_generation, task, tokenizer, max_length)
     else:
         answers = []
         encode = partial(encode_classification, task, tokenizer, max_length)
@@ -97,6 +104,11 @@ def tokenize_task(task_name: str, model_name: str, max_length: int, data_dir: st
         "dev_fraction": DEV_FRACTION,
         "split_sizes": {split: len(rows) for split, rows in tokenized.items()},
     }
+    if task.head == Head.GENERATION:
+        meta["prompt_template"] = "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+        meta["truncated_rows"] = {
+            split: int(sum(rows["truncated"])) for split, rows in tokenized.items()
+        }
     return tokenized, meta
 
 
@@ -137,6 +149,61 @@ def encode_prompted(task, tokenizer, answers, max_length: int, batch: dict[str, 
         encoded["labels"].append([-100] * len(prompt) + answer)
         encoded["class_label"].append(row["label"])
         encoded["prompt_length"].append(len(prompt))
+    return encoded
+
+
+def prompt_tokens(tokenizer, text: str) -> list[int]:
+    """The tokens a ``generation`` task's reply follows: ``text`` as the one user message of the
+    tokenizer's chat template, with the assistant's turn opened, where the tokenizer has a chat
+    template; else the start token, ``text`` and a newline."""
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
+        )
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+    return ([] if first is None else [first]) + tokenizer(text + "\n", add_special_tokens=False)[
+        "input_ids"
+    ]
+
+
+def end_token(tokenizer) -> int:
+    """The token that ends a reply: the tokenizer's end-of-sequence token (a chat model's
+    end-of-turn), else its separator (WordPiece tokenizers)."""
+    for token in (tokenizer.eos_token_id, tokenizer.sep_token_id):
+        if token is not None:
+            return token
+    raise ValueError(
+        f"{type(tokenizer).__name__} has neither an EOS nor a SEP token to end a reply"
+    )
+
+
+def encode_generation(task, tokenizer, max_length: int, batch: dict[str, list[Any]]):
+    """Prompt (:func:`prompt_tokens`) + reference completion + :func:`end_token`, with the loss
+    on the completion and the end token only (``labels`` -100 on the prompt; the collator pads
+    ``labels`` with -100). A row longer than ``max_length`` loses the end of its completion
+    first (at most half the length is kept for it) and then the start of its prompt, and is
+    flagged ``truncated``. The reference answer (:meth:`Task.reference`) is kept as
+    ``reference``."""
+    rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
+    end = end_token(tokenizer)
+    encoded: dict[str, list[Any]] = {
+        "input_ids": [], "attention_mask": [], "labels": [], "prompt_length": [],
+        "reference": [], "truncated": [],
+    }  # fmt: skip
+    for row in rows:
+        prompt = prompt_tokens(tokenizer, task.prompt(row))
+        reply = tokenizer(task.completion(row), add_special_tokens=False)["input_ids"] + [end]
+        truncated = len(prompt) + len(reply) > max_length
+        if truncated:
+            reply = reply[: max(max_length - len(prompt), max_length // 2)]
+            prompt = prompt[max(0, len(prompt) + len(reply) - max_length) :]
+        encoded["input_ids"].append(prompt + reply)
+        encoded["attention_mask"].append([1] * (len(prompt) + len(reply)))
+        encoded["labels"].append([-100] * len(prompt) + reply)
+        encoded["prompt_length"].append(len(prompt))
+        encoded["reference"].append(task.reference(row))
+        encoded["truncated"].append(truncated)
     return encoded
 
 

@@ -108,6 +108,7 @@ def auto_class(head: str) -> Any:
     classes = {
         Head.CLASSIFICATION: AutoModelForSequenceClassification,
         Head.CAUSAL_LM: AutoModelForCausalLM,
+        Head.GENERATION: AutoModelForCausalLM,
     }
     return classes[Head.of(head)]
 

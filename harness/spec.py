@@ -26,15 +26,18 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "head_lr": 0.0,
     "precision": "fp32",
     "max_eval_examples": 0,
+    "max_new_tokens": 0,
 }
 """Training budget and loop settings shared by all methods (``max_eval_examples`` 0: all;
-``head_lr`` 0: the task head trains at ``lr``, like everything else)."""
+``head_lr`` 0: the task head trains at ``lr``, like everything else; ``max_new_tokens`` 0: the
+generation task's own limit)."""
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8", "nf4")
 """auto: bf16 where the device computes it natively, else fp32 (:mod:`peftbench.precision`;
 the record says what ran and why); fp32; bf16/fp16 mixed precision; int8/nf4: the base
 quantized with bitsandbytes."""
 POSITIVE = ("steps", "batch_size", "eval_batch_size", "max_length")
+NON_NEGATIVE = ("max_eval_examples", "max_new_tokens")
 GPU_COUNTS = (0, 1)
 """GPUs one run may train on (the runner trains on one device)."""
 
@@ -186,8 +189,9 @@ def check_hparams(hp: dict[str, Any]) -> None:
         raise SpecError(f"lr={hp['lr']!r}: must be positive")
     if hp["head_lr"] < 0:
         raise SpecError(f"head_lr={hp['head_lr']!r}: must be >= 0 (0: the same as lr)")
-    if hp["max_eval_examples"] < 0:
-        raise SpecError(f"max_eval_examples={hp['max_eval_examples']!r}: must be >= 0 (0: all)")
+    for key in NON_NEGATIVE:
+        if hp[key] < 0:
+            raise SpecError(f"{key}={hp[key]!r}: must be >= 0 (0: all, or the task's own)")
 
 
 def resolve_spec(

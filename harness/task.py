@@ -21,9 +21,17 @@ class Head(str, Enum):
 
     CLASSIFICATION = "classification"
     CAUSAL_LM = "causal-lm"
+    GENERATION = "generation"
+    """The pretrained language-model head continues a prompt: trained on the reference
+    completion (the loss on its tokens only), evaluated on the text it generates greedily."""
 
     def __str__(self) -> str:
         return self.value
+
+    @property
+    def language_model(self) -> bool:
+        """Whether the task is posed to the pretrained language-model head (a causal LM)."""
+        return self in (Head.CAUSAL_LM, Head.GENERATION)
 
     @classmethod
     def of(cls, value: str) -> Head:
@@ -51,6 +59,13 @@ class Task:
     With :attr:`head` ``causal-lm`` the task also gives :meth:`prompt` and :attr:`answers`, the
     text a causal language model continues the prompt with for each label; training maximises
     the likelihood of the right answer, evaluation predicts the likeliest.
+
+    With :attr:`head` ``generation`` rows need no ``label``: the task gives :meth:`prompt` (the
+    user's message), :meth:`completion` (the reference reply, trained on) and :meth:`reference`
+    (what a generation is scored against); evaluation generates at most
+    :attr:`max_new_tokens` tokens greedily, cuts the text at the first of :attr:`stop`, applies
+    :meth:`extract` and scores the result with :attr:`metrics` (``evaluate`` modules over
+    strings, e.g. ``exact_match``).
     """
 
     name: str = ""
@@ -84,9 +99,29 @@ class Task:
         does, or if the task does not say what it reads."""
         return []
 
+    max_new_tokens: int = 32
+    """``generation`` tasks: the most tokens a generation may have."""
+    stop: tuple[str, ...] = ("\n",)
+    """``generation`` tasks: a generation ends at the first of these strings (excluded)."""
+
     def prompt(self, row: dict[str, Any]) -> str:
-        """``causal-lm`` tasks: the text the answer follows, for one row of :meth:`load`."""
+        """``causal-lm`` and ``generation`` tasks: the text the answer follows (``generation``:
+        the user's message, put in the model's chat template where it has one)."""
         raise NotImplementedError
+
+    def completion(self, row: dict[str, Any]) -> str:
+        """``generation`` tasks: the reference reply to :meth:`prompt`, which training fits."""
+        raise NotImplementedError
+
+    def reference(self, row: dict[str, Any]) -> str:
+        """``generation`` tasks: what an extracted generation must equal; by default the
+        answer :meth:`extract` finds in the :meth:`completion`."""
+        return self.extract(self.completion(row))
+
+    def extract(self, text: str) -> str:
+        """``generation`` tasks: the answer in a generated (or reference) text; by default the
+        text without surrounding whitespace. GSM8K-style tasks take the number after ``####``."""
+        return text.strip()
 
 
 def content_fingerprint(data: DatasetDict) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from peftbench.method import Method
+from peftbench.task import Head
 
 if TYPE_CHECKING:
     from peftbench.model import ModelInfo
@@ -32,7 +33,7 @@ def task_type(info: ModelInfo) -> Any:
     prompt methods then prepend -100 labels for the virtual tokens)."""
     from peft import TaskType
 
-    return TaskType.CAUSAL_LM if info.head == "causal-lm" else TaskType.SEQ_CLS
+    return TaskType.CAUSAL_LM if Head.of(info.head).language_model else TaskType.SEQ_CLS
 
 
 TARGET_MODULES_HELP = (
