@@ -30,25 +30,42 @@ class Layout:
     ffn_output: str
     """The feed-forward block's output projection."""
     self_attention: str | None = None
-    """BERT-style self-attention, called with ``past_key_values`` (prefix injection)."""
+    """The self-attention module, called with ``past_key_values`` (prefix injection)."""
     ffn_residual: str | None = None
     """BERT-style module called as ``(ffn_hidden, ffn_input)`` that adds the residual."""
+    ffn: str | None = None
+    """A decoder's feed-forward block, ``ffn(x)`` -> FFN(x) (the residual added outside it)."""
+    query_value: tuple[str, ...] = ()
+    """The attention projections that compute queries and values (UniPELT's LoRA targets)."""
+
+    @property
+    def decoder(self) -> bool:
+        """Whether the layer is a causal decoder's (its attention calls a key/value cache)."""
+        return self.ffn is not None
 
 
-BERT_LAYOUT = Layout("attention.output.dense", "output.dense", "attention.self", "output")
-LLAMA_LAYOUT = Layout("self_attn.o_proj", "mlp.down_proj")
+BERT_LAYOUT = Layout(
+    "attention.output.dense", "output.dense", "attention.self", "output",
+    query_value=("query", "value"),
+)  # fmt: skip
+LLAMA_LAYOUT = Layout(
+    "self_attn.o_proj", "mlp.down_proj", "self_attn", ffn="mlp", query_value=("q_proj", "v_proj")
+)
 LAYOUTS: dict[str, Layout] = {
     "bert": BERT_LAYOUT,
     "roberta": BERT_LAYOUT,
     "xlm-roberta": BERT_LAYOUT,
     "electra": BERT_LAYOUT,
-    "gpt2": Layout("attn.c_proj", "mlp.c_proj"),
+    "gpt2": Layout("attn.c_proj", "mlp.c_proj", "attn", ffn="mlp", query_value=("c_attn",)),
     "llama": LLAMA_LAYOUT,
     "mistral": LLAMA_LAYOUT,
     "qwen2": LLAMA_LAYOUT,
 }
-ENCODERS = tuple(name for name, layout in LAYOUTS.items() if layout.self_attention)
-"""Model types whose layers take a prefix and a parallel FFN adapter (MAM, UniPELT)."""
+ENCODERS = tuple(name for name, layout in LAYOUTS.items() if not layout.decoder)
+"""BERT-style encoders."""
+PREFIX_ARCHITECTURES = tuple(name for name, layout in LAYOUTS.items() if layout.self_attention)
+"""Model types whose layers take a deep prefix and a parallel FFN adapter (MAM, UniPELT):
+BERT-style encoders and the GPT-2 and Llama-family decoders."""
 
 
 def transformer_layers(model: nn.Module, info: ModelInfo) -> nn.ModuleList:
@@ -88,15 +105,16 @@ def load_materialized_prefix(
 class DeepPrefixMethod(Method):
     """A method with a :class:`DeepPrefix` (MAM, UniPELT): the artifact holds the prefix
     vectors, not the MLP that computes them while training; the added modules stay at
-    inference. BERT-family encoders only (the prefix goes in through their self-attention)."""
-
-    architectures = ENCODERS
+    inference. The prefix goes in through each layer's self-attention module, whose key/value
+    cache it wraps: architectures whose attention layout is known (:data:`PREFIX_ARCHITECTURES`).
+    """
 
     def unsupported_reason(self, info):
-        if info.model_type not in ENCODERS:
+        if info.model_type not in PREFIX_ARCHITECTURES:
             return (
-                f"{self.name} injects its prefix through BERT-style encoder self-attention "
-                f"({', '.join(ENCODERS)}); {info.model_type!r} has none"
+                f"{self.name} injects its prefix into the key/value cache of self-attention "
+                f"modules whose place and call it knows ({', '.join(PREFIX_ARCHITECTURES)}); "
+                f"{info.model_type!r} is not one of them"
             )
         return None
 

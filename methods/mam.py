@@ -3,13 +3,18 @@ Learning", arXiv:2110.04366): prefix tuning on attention plus a scaled parallel 
 feed-forward block ("mix-and-match").
 
 * Prefix: l key and value vectors in front of every self-attention layer's own, computed while
-  training by an MLP (d → ``prefix_hidden`` → 2·L·d, tanh) from l embeddings as in Li & Liang;
-  the artifact stores the 2·L·l·d vectors. Our own injection: the position ids are unchanged.
-* Scaled parallel adapter: FFN(x) + s·W_up·ReLU(W_down·x), added before the residual layer
-  norm, up-projection starting at zero: 2·d·m + m + d parameters per layer.
+  training by an MLP (d → ``prefix_hidden`` → 2·L·w, tanh; w the key width, d or less with
+  grouped-query attention) from l embeddings as in Li & Liang; the artifact stores the 2·L·l·w
+  vectors. Our own injection, through the attention's key/value cache (as peft's prefix tuning
+  on decoders) but outside the model's own cache: the position ids are unchanged, a decoder's
+  rotary embedding is not applied to the prefix, and ``generate`` works as it does unadapted.
+* Scaled parallel adapter: FFN(x) + s·W_up·ReLU(W_down·x), up-projection starting at zero:
+  2·d·m + m + d parameters per layer. On the BERT family it is added before the residual layer
+  norm; on a decoder (pre-norm) x is the FFN's normed input, and the sum goes to the residual.
 
 Defaults from the paper: l=30, m=512, s=4; MLP width 512 (Li & Liang's) and lr 1e-4 are our
-choices. Architectures: BERT family (bert, roberta, xlm-roberta, electra).
+choices. Architectures: BERT family (bert, roberta, xlm-roberta, electra), GPT-2, Llama family
+(llama, mistral, qwen2).
 """
 
 from __future__ import annotations
@@ -58,8 +63,10 @@ class MAMAdapter(DeepPrefixMethod):
 
         freeze_all(model)
         add_deep_prefix(model, info, hp["prefix_length"], hp["prefix_hidden"])
-        path = LAYOUTS[info.model_type].ffn_residual
+        layout = LAYOUTS[info.model_type]
         for layer in transformer_layers(model, info):
-            ffn = layer.get_submodule(path)
-            add_parallel_adapter(ffn, info.hidden_size, hp["bottleneck"], hp["scale"])
+            ffn = layer.get_submodule(layout.ffn if layout.decoder else layout.ffn_residual)
+            add_parallel_adapter(
+                ffn, info.hidden_size, hp["bottleneck"], hp["scale"], decoder=layout.decoder
+            )
         return model
