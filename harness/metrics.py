@@ -7,13 +7,15 @@ id when online).
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 LOCAL_METRICS = Path(__file__).parent / "metrics"
-SHIPPED = ("accuracy", "matthews_correlation")
+SHIPPED = ("accuracy", "matthews_correlation", "exact_match", "token_f1", "rouge_l")
 """The metrics whose ``evaluate`` modules ship in the package, at ``metrics/<name>/<name>.py``."""
 
 
@@ -48,6 +50,12 @@ def register_metric(name: str, higher_is_better: bool, best: float, worst: float
 
 register_metric("accuracy", higher_is_better=True, best=1.0, worst=0.0)
 register_metric("matthews_correlation", higher_is_better=True, best=1.0, worst=-1.0)
+register_metric("exact_match", higher_is_better=True, best=1.0, worst=0.0)
+register_metric("token_f1", higher_is_better=True, best=1.0, worst=0.0)
+register_metric("rouge_l", higher_is_better=True, best=1.0, worst=0.0)
+
+Answer = TypeVar("Answer", int, str)
+"""A class label (classification and causal-LM tasks) or an answer string (generation)."""
 
 
 def metric(name: str) -> Metric:
@@ -91,9 +99,10 @@ def load_metric(name: str) -> Any:
 
 
 def compute_metrics(
-    names: tuple[str, ...], predictions: list[int], references: list[int]
+    names: tuple[str, ...], predictions: Sequence[Answer], references: Sequence[Answer]
 ) -> dict[str, float]:
-    """Every metric in ``names`` over the predictions; one float per metric."""
+    """Every metric in ``names`` over the predictions (class labels, or answer strings for
+    generation tasks); one float per metric."""
     values: dict[str, float] = {}
     for name in names:
         result = load_metric(name).compute(predictions=predictions, references=references)
@@ -107,3 +116,15 @@ def chance_metrics(
     """The metrics of the majority-class predictor (majority taken on the training split)."""
     majority = max(set(train_labels), key=train_labels.count)
     return compute_metrics(names, [majority] * len(references), references)
+
+
+def baseline_metrics(
+    names: tuple[str, ...], train_references: Sequence[str], references: Sequence[str]
+) -> dict[str, float]:
+    """The metrics of the trivial predictor that always answers the training split's most
+    frequent reference (the first seen among equally frequent ones): a generation task's
+    chance level."""
+    if not train_references:
+        raise ValueError("baseline of an empty training split is undefined")
+    constant = Counter(train_references).most_common(1)[0][0]
+    return compute_metrics(names, [constant] * len(references), references)
