@@ -16,7 +16,6 @@ from peftbench.grid import DEFAULT_SETTING
 from peftbench.record import RecordError
 from peftbench.registry import METHODS, MODELS, TASKS, UnknownNameError
 from peftbench.spec import (
-    GPU_COUNTS,
     PRECISIONS,
     SPEC_FILE,
     TRAINING_DEFAULTS,
@@ -108,8 +107,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = run_spec(args)
     command = "peftbench " + shlex.join(sys.argv[1:]) if args.command is None else args.command
+    from peftbench.distributed import launch, needs_launch
+
+    if needs_launch(spec.processes):  # accelerate launch runs this spec in spec.processes ranks
+        return launch(
+            spec,
+            args.out,
+            command,
+            tokenized=args.tokenized,
+            threads=args.threads,
+            library_warnings=args.library_warnings,
+            save_artifact=args.save_artifact,
+        )
     try:
-        record = execute(spec, args.out, args.tokenized, args.threads, command)
+        record = execute(
+            spec, args.out, args.tokenized, args.threads, command, save_artifacts=args.save_artifact
+        )
     except HarnessError as error:
         traceback.print_exception(error)  # the whole story, for the log
         print(
@@ -126,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-RUN_FLAGS = ("model", "method", "task", "seed", "set", "data_dir", "setting", "gpus")
+RUN_FLAGS = ("model", "method", "task", "seed", "set", "data_dir", "setting", "gpus", "processes")
 """``peftbench run`` options that describe the run: given by flags, or all by ``--spec``."""
 
 
@@ -149,6 +162,7 @@ def run_spec(args: argparse.Namespace) -> RunSpec:
         args.data_dir,
         args.setting or DEFAULT_SETTING,
         args.gpus or 0,
+        args.processes,
     )
 
 
@@ -271,8 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--gpus",
         type=int,
-        choices=GPU_COUNTS,
-        help="0: train on the CPU (the default, also on a GPU host); 1: on a free GPU",
+        help="0: train on the CPU (the default, also on a GPU host); N: on N free GPUs, one "
+        "process each",
+    )
+    run.add_argument(
+        "--processes",
+        type=int,
+        help="processes that train, each on a share of every batch (default: one per GPU; "
+        "N on the CPU: gloo)",
     )
     run.add_argument(
         "--setting",
@@ -283,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     run.add_argument(
         "--out", required=True, help=f"the run's folder: {SPEC_FILE} (with flags) and result.json"
+    )
+    run.add_argument(
+        "--save-artifact",
+        action="store_true",
+        help="also keep the trained method and head in OUT/artifact/, in the format its library "
+        "loads (peftbench.artifacts.load_artifact; not part of the spec or the result)",
     )
     run.add_argument("--library-warnings", action="store_true", help=LIBRARY_WARNINGS_HELP)
     run.add_argument("--command", default=None, help=argparse.SUPPRESS)

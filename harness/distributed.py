@@ -141,6 +141,7 @@ def launch_command(
     tokenized: str | None = None,
     threads: int | None = None,
     library_warnings: bool = False,
+    save_artifact: bool = False,
 ) -> list[str]:
     """The ``accelerate launch`` command that runs ``spec_path`` as ``processes`` processes
     (``threads`` are shared among them; ``command`` is recorded as the run's command)."""
@@ -156,6 +157,8 @@ def launch_command(
         run += ["--threads", str(max(1, threads // processes))]
     if library_warnings:
         run.append("--library-warnings")
+    if save_artifact:
+        run.append("--save-artifact")
     return launch + run
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 from peftbench.files import write_json_atomic
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 """The version written; :data:`READABLE_VERSIONS` are read (1.0 lacks grid settings and dev
 metrics, which readers then treat as the ``default`` setting with no dev score)."""
-READABLE_VERSIONS = ("1.0", "1.1")
+READABLE_VERSIONS = ("1.0", "1.1", "1.2")
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "result.schema.json"
 STATUSES = ("ok", "oom", "unsupported", "diverged", "failed")
 

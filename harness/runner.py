@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 import math
 import platform
+import shutil
 import time
 import traceback
 from contextlib import nullcontext
@@ -22,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from peftbench import __version__
+from peftbench.artifacts import ARTIFACT_DIR
 from peftbench.backends import MissingBackendError
 from peftbench.device import DeviceRequestError, DevicesBusyError
+from peftbench.distributed import gather_training, is_launched, is_main_process, process_device
 from peftbench.feasibility import unsupported_reason
 from peftbench.measure import (
     LossWatch,
@@ -126,17 +129,22 @@ def execute(
     threads: int | None = None,
     command: str = "",
     lock_dir: str | Path | None = None,
+    save_artifacts: bool = False,
 ) -> dict[str, Any]:
     """Run ``spec`` and write ``out_dir/result.json`` (beside its ``spec.json``); return the
-    record whatever the outcome of the combination."""
+    record whatever the outcome of the combination. ``save_artifacts`` also keeps the trained
+    method and head in ``out_dir/artifact/`` (:mod:`peftbench.artifacts`); it changes neither
+    the spec nor the result."""
     from peftbench.codehash import code_hash
 
     write_spec(out_dir, spec)  # the contract beside the record (kept if it already holds it)
-    (Path(out_dir) / PREDICTIONS_FILE).unlink(missing_ok=True)  # never an earlier run's
+    for kept in (PREDICTIONS_FILE, GENERATIONS_FILE):  # never an earlier run's
+        (Path(out_dir) / kept).unlink(missing_ok=True)
+    shutil.rmtree(Path(out_dir) / ARTIFACT_DIR, ignore_errors=True)
     record = empty_record(spec, command)
     record["provenance"]["code_hash"] = code_hash(spec.model, spec.method, spec.task)
     try:
-        _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir)
+        _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir, save_artifacts)
     except DevicesBusyError:  # no free GPU is not a result of the run: the job fails, reruns
         raise
     except DeviceRequestError as error:  # a GPU asked for where there is none: a broken host
@@ -147,27 +155,30 @@ def execute(
     except ImportError as error:  # a broken environment is not a result
         raise HarnessError(f"{type(error).__name__}: {error}") from error
     except Exception as error:  # every failure of the combination is data; signals are not caught
+        if is_launched() and not isinstance(error, Unsupported):  # ranks may wait on each other
+            raise  # the launcher ends every rank: the job fails, no record (docs/cluster.md)
         code, message = classify_failure(error)
         record["status"] = {"code": code, "message": message}
         record["metrics"] = {}
     record["timing"]["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
-    write_record(Path(out_dir) / "result.json", record)
+    if is_main_process():  # one record per run, however many processes trained
+        write_record(Path(out_dir) / "result.json", record)
     return record
 
 
-def _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir) -> None:
+def _train_and_evaluate(
+    spec, record, out_dir, tokenized_dir, threads, lock_dir, save_artifacts=False
+) -> None:
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    from accelerate.utils import set_seed
-
-    from peftbench.device import select_device
+    from accelerate.utils import DataLoaderConfiguration, set_seed
 
     hp = spec.hparams
     method, task, source = METHODS.get(spec.method), TASKS.get(spec.task), MODELS.get(spec.model)
     if threads:
         torch.set_num_threads(threads)
-    device = select_device(lock_dir, spec.gpus)
+    device = process_device(lock_dir, spec.gpus)
     record["provenance"]["device"] = describe_device(device, threads)
     policy = Policy.for_run(hp["precision"], device)  # "auto": what the device computes natively
     precision = policy.precision
@@ -211,6 +222,13 @@ def _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir)
     if precision in BITS:  # the quantized model is the base every count compares against
         quantize_linears(loaded.model, info, BITS[precision], device)  # there, once
     policy.prepare_base(loaded.model)  # bf16: linear weights rounded; the base counts compare to
+    language_model = Head.of(task.head).language_model
+    if language_model:  # forgetting: the base's cross-entropy on general text, before adapting
+        from peftbench.forgetting import general_text_sample
+
+        sample = general_text_sample()
+        with phase("forget", device, record):
+            base_ce = _general_text_ce(loaded.model.to(device), source, sample, hp, device, policy)
     model, base = adapt(loaded.model, method, hp, info, keep_values=True)
     policy.prepare_adapted(model)  # bf16: frozen linears stored in bf16, trainables fp32 masters
     trained_quantized = [
@@ -226,15 +244,27 @@ def _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir)
     # One run per call: forget the precision an earlier run in this process set.
     AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator(
-        cpu=device == "cpu", mixed_precision="fp16" if precision == "fp16" else "no"
+        cpu=device == "cpu",
+        mixed_precision="fp16" if precision == "fp16" else "no",
+        dataloader_config=DataLoaderConfiguration(split_batches=True),  # batch_size per step
     )  # bf16 autocasts through the policy
     train_loader, eval_loader, dev_loader = _loaders(data, source, hp, spec.seed, task.head)
-    score = partial(
-        _predict,
-        answers=meta.get("answer_ids"),
-        batch_size=hp["eval_batch_size"],
-        autocast=policy.autocast,
-    )
+    if task.head == Head.GENERATION:
+        score = partial(
+            _generate,
+            task=task,
+            tokenizer=source.tokenizer(),
+            max_new_tokens=hp["max_new_tokens"] or task.max_new_tokens,
+            batch_size=hp["eval_batch_size"],
+            autocast=policy.autocast,
+        )
+    else:
+        score = partial(
+            _predict,
+            answers=meta.get("answer_ids"),
+            batch_size=hp["eval_batch_size"],
+            autocast=policy.autocast,
+        )
     optimizer = torch.optim.AdamW(
         _param_groups(model, method, info, hp),
         lr=hp["lr"],
@@ -275,11 +305,17 @@ def _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir)
             "train_steps_timed": len(timed),
         }
     )
+    if accelerator.num_processes > 1:  # every rank's figures; the main process alone goes on
+        gather_training(accelerator, model, record)
+        if not accelerator.is_main_process:
+            return
+        model = accelerator.unwrap_model(model)  # no DDP collectives while the others are gone
 
     with phase("eval", device, record):
         predictions, references, batch_times, eval_tokens = score(
             model, eval_loader, accelerator, device
         )
+    generated = getattr(predictions, "texts", None)  # generation: the text before extraction
     record["throughput"].update(
         {
             "eval_samples_per_s": len(references) / sum(batch_times),
@@ -290,8 +326,38 @@ def _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir)
     )
     with phase("dev", device, record):  # hyperparameters are selected on this split's score
         dev_predictions, dev_references, _, _ = score(model, dev_loader, accelerator, device)
+    if save_artifacts and is_main_process():  # the model just evaluated, before counts merge it
+        from peftbench.artifacts import save_artifact
+
+        record["artifact"] = save_artifact(
+            out_dir,
+            accelerator.unwrap_model(model),
+            method,
+            info,
+            spec,
+            fingerprint=loaded.fingerprint,
+            precision=precision,
+        )
     record["memory"]["expected"] = expected_memory(model, hp)
+    if language_model:  # the tuned model on the same text, as it was evaluated
+        from peftbench.forgetting import MAX_LENGTH, forgetting_record
+
+        with phase("forget", device, record):  # both passes' seconds (the base's, then this)
+            seconds = record["timing"]["forget_s"]
+            tuned_ce = _general_text_ce(
+                accelerator.unwrap_model(model), source, sample, hp, device, policy
+            )
+        record["timing"]["forget_s"] += seconds
+        record["forgetting"] = forgetting_record(
+            base_ce, tuned_ce, source.tokenizer(), sample, MAX_LENGTH
+        )
     policy.restore(model)  # merges and counts on fp32 storage, exactly as at fp32
+    if language_model:  # serving cost, unmerged and merged, on fp32 storage alike
+        with phase("serve", device, record):
+            record["serving"] = _serving_cost(
+                accelerator.unwrap_model(model), method, source, data, hp, device, policy,
+                mergeable=mergeable,
+            )  # fmt: skip
     with phase("count", device, record):  # stored, changed, update rank: needs the trained model
         record["params"].update(
             count_trained(
@@ -316,18 +382,28 @@ def _train_and_evaluate(spec, record, out_dir, tokenized_dir, threads, lock_dir)
 
     from peftbench.metrics import chance_metrics, compute_metrics
 
+    if task.head == Head.GENERATION:  # the trivial predictor: the commonest training answer
+        from peftbench.metrics import baseline_metrics
+
+        chance = baseline_metrics(task.metrics, list(data["train"]["reference"]), references)
+    else:  # the majority class
+        chance = chance_metrics(task.metrics, class_labels(data["train"]), references)
     record["metrics"] = {
         "primary": task.primary_metric,
         "split": "validation",
         "num_examples": len(references),
         "values": compute_metrics(task.metrics, predictions, references),
-        "chance": chance_metrics(task.metrics, class_labels(data["train"]), references),
+        "chance": chance,
         "dev": {
             "num_examples": len(dev_references),
             "values": compute_metrics(task.metrics, dev_predictions, dev_references),
         },
     }
     positions = eval_positions(len(data["validation"]), hp["max_eval_examples"])
+    if task.head == Head.GENERATION:  # kept whole; the paired tests compare exact matches
+        write_generations(out_dir, spec.run_id, positions, generated, predictions, references)
+        predictions = [int(p == r) for p, r in zip(predictions, references, strict=True)]
+        references = [1] * len(references)
     write_predictions(out_dir, spec.run_id, predictions, references, example_ids=positions)
 
 
@@ -395,28 +471,39 @@ def _loaders(data, source, hp, seed, head):
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
     tokenizer = source.tokenizer()
-    if head == Head.CAUSAL_LM:  # pads the answer tokens in ``labels`` with -100
+    if head in (Head.CAUSAL_LM, Head.GENERATION):  # pads the reply tokens in ``labels`` with -100
         collate = DataCollatorForSeq2Seq(tokenizer, padding=True)
     else:
         collate = DataCollatorWithPadding(tokenizer)
     generator = torch.Generator().manual_seed(seed)
+    train_rows = data["train"]
+    if head == Head.GENERATION:  # the text columns stay for scoring, not for the collator
+        train_rows = train_rows.remove_columns(list(GENERATION_TEXT_COLUMNS))
     train = DataLoader(
-        data["train"],
+        train_rows,
         batch_size=hp["batch_size"],
         shuffle=True,
         collate_fn=collate,
         generator=generator,
         drop_last=True,
     )
+    if head == Head.GENERATION:  # rows, not batches: generation pads its prompts on the left
+        evaluation = [eval_subset(data[split], hp["max_eval_examples"]) for split in SCORED]
+        return train, *evaluation
     evaluation = [
         DataLoader(
             eval_subset(data[split], hp["max_eval_examples"]),
             batch_size=hp["eval_batch_size"],
             collate_fn=collate,
         )
-        for split in ("validation", "dev")
+        for split in SCORED
     ]
     return train, *evaluation
+
+
+SCORED = ("validation", "dev")
+GENERATION_TEXT_COLUMNS = ("reference", "truncated")
+"""Columns of a tokenized ``generation`` split that are not model inputs."""
 
 
 EVAL_SAMPLE_SEED = 0
@@ -532,3 +619,105 @@ def _predict(model, loader, accelerator, device, answers=None, batch_size=64, au
             references += labels.tolist()
             tokens += int(batch["attention_mask"].sum())
     return predictions, references, timer.seconds(), tokens
+
+
+class Answers(list):
+    """The answers extracted from a generation task's replies, with the replies as ``texts``."""
+
+    texts: list[str]
+
+
+def _generate(
+    model, rows, accelerator, device, task, tokenizer, max_new_tokens, batch_size, autocast
+):
+    """A generation task's predictions: each row's prompt continued greedily
+    (:func:`peftbench.generation.generate`: at most ``max_new_tokens``, cut at the task's stop
+    strings), :meth:`Task.extract` applied; the references; per-batch generation seconds; and
+    the tokens generated."""
+    from peftbench.generation import generate
+
+    prompts = [
+        list(ids[:length])
+        for ids, length in zip(rows["input_ids"], rows["prompt_length"], strict=True)
+    ]
+    model.eval()
+    out = generate(
+        accelerator.unwrap_model(model),
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        stop=task.stop,
+        batch_size=batch_size,
+        device=device,
+        autocast=autocast,
+    )
+    answers = Answers(task.extract(text) for text in out.texts)
+    answers.texts = list(out.texts)
+    return answers, list(rows["reference"]), out.batch_seconds, sum(out.new_tokens)
+
+
+GENERATIONS_FILE = "generations.json"
+
+
+def write_generations(out_dir, run_id, positions, texts, answers, references) -> None:
+    """``generations.json`` beside the record: per scored validation row, its position, the
+    generated text, the answer extracted from it and the reference."""
+    from peftbench.files import write_json_atomic
+
+    rows = [
+        {"example_id": i, "text": t, "answer": a, "reference": r}
+        for i, t, a, r in zip(positions, texts, answers, references, strict=True)
+    ]
+    write_json_atomic(Path(out_dir) / GENERATIONS_FILE, {"run_id": run_id, "rows": rows})
+
+
+def _general_text_ce(model, source, sample, hp, device, policy) -> float:
+    """Mean cross-entropy of ``model`` on the forgetting sample (:mod:`peftbench.forgetting`)."""
+    from peftbench.forgetting import MAX_LENGTH, mean_cross_entropy
+
+    return mean_cross_entropy(
+        model,
+        source.tokenizer(),
+        sample,
+        MAX_LENGTH,
+        hp["eval_batch_size"],
+        device,
+        policy.autocast,
+    )
+
+
+def _serving_cost(model, method, source, data, hp, device, policy, mergeable) -> dict[str, Any]:
+    """Generation latency per token of the trained model and of its merge (where the method
+    merges and the base is not quantized), on the same first validation prompts
+    (:func:`peftbench.generation.serving_latency`). The merge runs on a copy: the counts merge
+    the model itself afterwards."""
+    import copy
+
+    from peftbench.generation import (
+        SERVING_NEW_TOKENS,
+        SERVING_PROMPTS,
+        serving_latency,
+        serving_prompts,
+        serving_record,
+    )
+
+    rows = eval_subset(data["validation"], hp["max_eval_examples"])
+    head = rows.select(range(min(len(rows), SERVING_PROMPTS)))
+    prompts = serving_prompts(
+        [list(ids[:n]) for ids, n in zip(head["input_ids"], head["prompt_length"], strict=True)],
+        len(head),
+    )
+    tokenizer = source.tokenizer()
+    measure = partial(
+        serving_latency,
+        tokenizer=tokenizer,
+        prompts=prompts,
+        new_tokens=SERVING_NEW_TOKENS,
+        device=device,
+        autocast=policy.autocast,
+    )
+    unmerged = measure(model)
+    merged_model = method.merge(copy.deepcopy(model)) if mergeable else None
+    merged = measure(merged_model) if merged_model is not None else None
+    del merged_model
+    return serving_record(unmerged, merged, len(prompts), SERVING_NEW_TOKENS)

@@ -38,8 +38,6 @@ the record says what ran and why); fp32; bf16/fp16 mixed precision; int8/nf4: th
 quantized with bitsandbytes."""
 POSITIVE = ("steps", "batch_size", "eval_batch_size", "max_length")
 NON_NEGATIVE = ("max_eval_examples", "max_new_tokens")
-GPU_COUNTS = (0, 1)
-"""GPUs one run may train on (the runner trains on one device)."""
 
 
 class SpecError(ValueError):
@@ -66,8 +64,11 @@ class RunSpec:
     setting: str = DEFAULT_SETTING
     """The grid point's label (:mod:`peftbench.grid`); ``default`` outside a grid."""
     gpus: int = 0
-    """GPUs the run trains on (:data:`GPU_COUNTS`): 0 is the CPU, even on a GPU host; 1 is a
-    GPU the run claims, and a host without one fails the job (``gpus_per_run`` in a sweep)."""
+    """GPUs the run trains on: 0 is the CPU, even on a GPU host; N > 0 are GPUs the run claims,
+    and a host without them fails the job (``gpus_per_run`` in a sweep)."""
+    processes: int = 1
+    """Processes that train (:mod:`peftbench.distributed`): one per GPU, or N on the CPU (gloo);
+    each step's ``batch_size`` examples are split among them."""
 
     @property
     def run_id(self) -> str:
@@ -100,6 +101,7 @@ class RunSpec:
             fields.get("data_dir"),
             fields.get("setting", DEFAULT_SETTING),
             fields.get("gpus", 0),
+            fields.get("processes"),
         )
 
 
@@ -203,6 +205,7 @@ def resolve_spec(
     data_dir: str | None = None,
     setting: str = DEFAULT_SETTING,
     gpus: int = 0,
+    processes: int | None = None,
 ) -> RunSpec:
     """A fully resolved, validated :class:`RunSpec` (unknown names fail with the valid ones)."""
     for registry, name in ((MODELS, model), (METHODS, method), (TASKS, task)):
@@ -213,10 +216,28 @@ def resolve_spec(
         check_label(setting)
     except ValueError as error:
         raise SpecError(str(error)) from None
-    if gpus not in GPU_COUNTS:
-        raise SpecError(f"gpus={gpus!r}; valid: {', '.join(map(str, GPU_COUNTS))}")
+    processes = check_processes(gpus, processes)
     hparams = resolve_hparams(method, overrides)
-    return RunSpec(model, method, task, seed, hparams, data_dir, setting, gpus)
+    if hparams["batch_size"] % processes:
+        raise SpecError(
+            f"batch_size={hparams['batch_size']} is split among processes={processes}: "
+            f"valid: a multiple of {processes}"
+        )
+    return RunSpec(model, method, task, seed, hparams, data_dir, setting, gpus, processes)
+
+
+def check_processes(gpus: Any, processes: Any) -> int:
+    """The run's process count: ``processes``, or one per GPU (1 on the CPU) when ``None``."""
+    for name, value, least in (("gpus", gpus, 0), ("processes", processes, 1)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < least
+        ):
+            raise SpecError(f"{name}={value!r}: must be an integer >= {least}")
+    if processes is None:
+        return max(1, gpus)
+    if gpus and processes != gpus:
+        raise SpecError(f"processes={processes} with gpus={gpus}: one per GPU; valid: {gpus}")
+    return processes
 
 
 def parse_assignments(items: list[str]) -> dict[str, str]:

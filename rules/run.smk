@@ -42,6 +42,9 @@ rule run:
         code=lambda w: SWEEP.code_hash(w.model, w.method, w.task),
         outdir=lambda w, output: os.path.dirname(output[0]),
         python=PYTHON,
+        # Not part of the spec (the run's id and metrics stay): a job parameter, so switching
+        # save_artifacts reruns the runs, which then write or drop their artifact/.
+        artifact="--save-artifact" if config["save_artifacts"] else "",
     shell:
         "{params.python} -m peftbench run --spec {input.spec:q} --tokenized {input.tokenized:q}"
-        " --threads {threads} --out {params.outdir:q} > {log:q} 2>&1"
+        " --threads {threads} --out {params.outdir:q} {params.artifact} > {log:q} 2>&1"

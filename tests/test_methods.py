@@ -17,7 +17,7 @@ from torch import nn
 
 from peftbench import METHODS, MODELS, TASKS
 from peftbench.method import Method, is_head
-from peftbench.methods._modules import ENCODERS, LAYOUTS
+from peftbench.methods._modules import LAYOUTS
 from peftbench.model import ModelInfo, model_info
 
 torch.set_num_threads(2)
@@ -290,9 +290,6 @@ GPT2_REFUSALS = {
     # Input-level prompts: GPT-2 finds its last token from input_ids, which peft replaces.
     "p_tuning": r"gpt2 classifies from the last non-padding token.*inputs_embeds",
     "prompt_tuning": r"gpt2 classifies from the last non-padding token.*inputs_embeds",
-    # Prefixes injected through BERT-style encoder self-attention.
-    "mam": r"mam injects its prefix through BERT-style encoder self-attention.*'gpt2' has none",
-    "unipelt": r"unipelt injects its prefix .*'gpt2' has none",
 }
 
 
@@ -317,7 +314,7 @@ def test_causal_lm_applies_or_says_why(name, causal_lm, tmp_path):
     build, info, batch = causal_lm
     reason = METHODS.get(name).unsupported_reason(info)
     if reason is not None:
-        expected = name in ("mam", "unipelt") or (name == "bitfit" and not info.has_bias)
+        expected = name == "bitfit" and not info.has_bias
         assert expected, f"{name} refuses {info.model_type}: {reason}"
         return
     check_trains_and_round_trips(name, build, info, batch, tmp_path)
@@ -381,9 +378,7 @@ def test_own_modules_on_declared_architectures(model_type):
         torch.manual_seed(0)
         model = AutoModelForSequenceClassification.from_config(config)
         info = model_info(model_type, model)
-        if method.unsupported_reason(info) is not None:
-            assert name in ("mam", "unipelt") and model_type not in ENCODERS
-            continue
+        assert method.unsupported_reason(info) is None, f"{name} refuses {model_type}"
         model = method.apply(model, {**method.defaults, "steps": STEPS}, info)
         model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1])).loss.backward()
         missing = [n for n, p in method_parameters(model, method, info).items() if p.grad is None]

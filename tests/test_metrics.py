@@ -21,7 +21,8 @@ PACKAGE_METRICS = Path(peftbench.__file__).parent / "metrics"
 
 def test_shipped_metrics_are_the_packages_modules():
     modules = {p.parent.name for p in PACKAGE_METRICS.glob("*/*.py") if p.stem == p.parent.name}
-    assert set(SHIPPED) == modules == {"accuracy", "matthews_correlation"}
+    expected = {"accuracy", "matthews_correlation", "exact_match", "token_f1", "rouge_l"}
+    assert set(SHIPPED) == modules == expected
     for name in SHIPPED:
         location = Path(metric_location(name))
         assert location == PACKAGE_METRICS / name and (location / f"{name}.py").is_file()
