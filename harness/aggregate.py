@@ -17,6 +17,7 @@ from peftbench.predictions import Predictions, PredictionsError, predictions_bes
 from peftbench.record import RecordError, read_record
 from peftbench.stats import (
     CONFUSION_METRICS,
+    PROPORTION_METRICS,
     CellPredictions,
     Ranking,
     cell_resamples,
@@ -102,21 +103,23 @@ def normalise(score: pd.Series, chance: pd.Series, best: pd.Series | float = 1.0
 
 
 CHANCE_ALPHA = 0.01
-"""Significance level of the test that a run's accuracy is above chance."""
+"""Significance level of the test that a run's accuracy (or exact match) is above chance."""
 
 
 def above_chance_p(
     accuracy: pd.Series, chance: pd.Series, examples: pd.Series, metric: pd.Series
 ) -> pd.Series:
-    """One-sided exact binomial test of each run's accuracy on ``examples`` validation examples
-    against the majority-class rate ``chance``: the p-value of scoring at least as many right by
-    guessing at that rate. Missing for other metrics (their examples are not Bernoulli trials)."""
+    """One-sided exact binomial test of each run's share right on ``examples`` validation
+    examples (accuracy, or a generation task's exact match) against the chance rate (the
+    majority class's, or the most frequent training answer's): the p-value of scoring at least
+    as many right by guessing at that rate. Missing for other metrics (Matthews correlation,
+    ROUGE-L: their examples are not Bernoulli trials)."""
     from scipy.stats import binom
 
     right = (accuracy * examples).round()
     # P(X >= right) for X ~ Binomial(examples, chance), as scipy's binomtest computes it.
     tail = pd.Series(binom.sf(right - 1, examples, chance), index=accuracy.index, dtype=float)
-    return tail.where(metric == "accuracy")
+    return tail.where(metric.isin(PROPORTION_METRICS))
 
 
 def peak_memory(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
@@ -129,8 +132,21 @@ def peak_memory(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return gpu.fillna(cpu), kind
 
 
+LM_COSTS = (
+    ("base_ce", "forgetting.base_ce"),
+    ("tuned_ce", "forgetting.tuned_ce"),
+    ("forgetting", "forgetting.forgetting"),
+)
+"""Causal-LM and generation runs: the tidy column and the record field of the forgetting
+measure (nats/token)."""
+SERVING_KINDS = ("unmerged", "merged")
+"""The serving measurements of a causal-LM or generation run: as trained, and merged."""
+SERVING_UNITS = ("ms_per_token", "tokens_per_s")
+
+
 def runs(table: pd.DataFrame) -> pd.DataFrame:
-    """One tidy row per run. Scores, memory and throughput are kept for finished runs only."""
+    """One tidy row per run. Scores, memory, throughput, forgetting and serving cost are kept
+    for finished runs only (serving in ms per token and tokens/s)."""
     ok = table["status.code"] == "ok"
     metric = column(table, "metrics.primary")
     score = primary_value(table, "metrics.values")
@@ -173,6 +189,18 @@ def runs(table: pd.DataFrame) -> pd.DataFrame:
             "memory_bytes": memory.where(ok),
             "memory_kind": memory_kind.where(ok),
             "tokens_per_s": column(table, "throughput.train_tokens_per_s").astype(float).where(ok),
+            **{name: column(table, field).astype(float).where(ok) for name, field in LM_COSTS},
+            **{
+                f"serve_{kind}_ms_per_token": 1000
+                * column(table, f"serving.{kind}.s_per_token").astype(float).where(ok)
+                for kind in SERVING_KINDS
+            },
+            **{
+                f"serve_{kind}_tokens_per_s": column(table, f"serving.{kind}.tokens_per_s")
+                .astype(float)
+                .where(ok)
+                for kind in SERVING_KINDS
+            },
         }
     )
 
@@ -201,8 +229,11 @@ COSTS = {
     "memory_bytes": "mean",
     "memory_kind": _first,
     "tokens_per_s": "mean",
+    **{name: "mean" for name, _ in LM_COSTS},
+    **{f"serve_{kind}_{unit}": "mean" for kind in SERVING_KINDS for unit in SERVING_UNITS},
 }
-"""How a row's costs combine over its runs (seeds, and tasks in the overall table)."""
+"""How a row's costs combine over its runs (seeds, and tasks in the overall table: forgetting
+and serving over the tasks that measured them)."""
 
 
 CELL = ["task", *ROW]
@@ -368,8 +399,9 @@ def with_intervals(
     """``summary`` (:func:`task_summary`) with ``score_low``/``score_high``, the
     :data:`peftbench.stats.CONFIDENCE` interval of each cell's mean score, and ``interval``,
     how it was made: ``bootstrap`` (the cell's predictions files,
-    :func:`peftbench.stats.cell_resamples`), ``wilson`` (accuracy of a single finished seed
-    without a file: :func:`peftbench.stats.wilson_interval` on its example count), or ``none``.
+    :func:`peftbench.stats.cell_resamples`), ``wilson`` (accuracy or exact match of a single
+    finished seed without a file: :func:`peftbench.stats.wilson_interval` on its example
+    count), or ``none``.
     Also each bootstrapped cell's resampled normalised scores."""
     summary = summary.copy()
     low, high, how = [], [], []
@@ -382,7 +414,7 @@ def with_intervals(
             interval, kind = percentile_interval(resampled), "bootstrap"
             best = metrics.metric(cell.metric).best
             normalised[key] = ((resampled - row.chance) / (best - row.chance)).astype(float)
-        elif row.metric == "accuracy" and row.seeds_ok == 1 and row.examples > 0:
+        elif row.metric in PROPORTION_METRICS and row.seeds_ok == 1 and row.examples > 0:
             interval, kind = wilson_interval(row.score_mean, int(row.examples)), "wilson"
         else:
             interval, kind = (np.nan, np.nan), "none"

@@ -42,7 +42,7 @@ from peftbench.aggregate import (
 from peftbench.files import write_text_atomic
 from peftbench.grid import DEFAULT_SETTING
 from peftbench.plots import PLOTS, fmt_count, svgs
-from peftbench.stats import ALPHA, CONFIDENCE, RESAMPLES, Ranking, pairwise
+from peftbench.stats import ALPHA, CONFIDENCE, PROPORTION_METRICS, RESAMPLES, Ranking, pairwise
 
 DOCS = "../docs"
 """Where the reports link to docs/ (relative to the reports' folder, or a URL)."""
@@ -97,6 +97,30 @@ GLOSSARY = {
     "train tokens/s": "Non-padding tokens trained per second of wall time, warm-up steps excluded.",
 }
 """Short definitions of every column (the full ones: docs/parameters.md, docs/measurement.md)."""
+
+LM_GLOSSARY = {
+    "forgetting": "Causal-LM and generation runs: tuned minus base mean next-token "
+    "cross-entropy (nats/token, token-weighted) on a fixed held-out sample of general text "
+    "(standard-library module docstrings); > 0: the tuning made general text less likely. Base "
+    "and tuned cross-entropies: base_ce, tuned_ce in the tables' CSV files.",
+    "latency": "Causal-LM and generation runs: wall seconds of generating a fixed number of new "
+    "tokens greedily at batch size 1 on the first validation prompts, per new token (prefill "
+    "included), in ms/token; unmerged: the model as trained, merged: after the method's merge "
+    "into the base (— where the method does not merge or the base is quantized).",
+    "serving tokens/s": "New tokens generated per second at batch size 1 in the same "
+    "measurement as the latency (unmerged, and merged where the method merges).",
+}
+"""Definitions of the columns only causal-LM and generation runs fill; a report shows them
+where some row has the data."""
+
+LM_COLUMNS = (
+    ("forgetting", "forgetting (Δ CE, nats/token)", "forgetting"),
+    ("serve_unmerged_ms_per_token", "latency unmerged (ms/token)", "latency"),
+    ("serve_merged_ms_per_token", "latency merged (ms/token)", "latency"),
+    ("serve_unmerged_tokens_per_s", "serving tokens/s (unmerged)", "serving tokens/s"),
+    ("serve_merged_tokens_per_s", "serving tokens/s (merged)", "serving tokens/s"),
+)
+"""The optional columns: summary column, header (with its unit), :data:`LM_GLOSSARY` term."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +192,19 @@ def fmt_rate(value: float) -> str:
     return f"{value:,.0f}"
 
 
+def fmt_sig(value: float) -> str:
+    """Three significant digits, thousands grouped from 1,000: ``0.412``, ``38.1``, ``2,410``."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
+def fmt_delta(value: float) -> str:
+    return f"{value:+.3f}"
+
+
+LM_FORMATS = {"forgetting": fmt_delta}
+"""How an :data:`LM_COLUMNS` value is shown (default :func:`fmt_sig`)."""
+
+
 def number(value: float, fmt: Callable[[float], str], suffix: str = "") -> Cell:
     """A numeric cell, or a dash when the value was not measured."""
     if pd.isna(value):
@@ -237,6 +274,20 @@ def cost_columns(memory_title: str) -> list[Column]:
     ]
 
 
+def lm_columns(frame: pd.DataFrame) -> list[tuple[str, Column]]:
+    """The :data:`LM_COLUMNS` some row of ``frame`` has a value in (none for a table of
+    classification runs), as (summary column, table column)."""
+    return [
+        (key, Column(title, help=LM_GLOSSARY[term]))
+        for key, title, term in LM_COLUMNS
+        if key in frame and frame[key].notna().any()
+    ]
+
+
+def lm_cells(row: pd.Series, shown: list[tuple[str, Column]]) -> list[Cell]:
+    return [number(row[key], LM_FORMATS.get(key, fmt_sig)) for key, _ in shown]
+
+
 def cost_cells(row: pd.Series, memory_kind_in_cell: bool) -> list[Cell]:
     kind = (
         f" ({row['memory_kind']})" if memory_kind_in_cell and pd.notna(row["memory_kind"]) else ""
@@ -256,6 +307,7 @@ def overall_table(board: pd.DataFrame, summary: pd.DataFrame) -> Table:
     tasks = sorted(summary["task"].unique())
     per_task = summary.set_index(["task", *ROW])
     memory_title, kind_in_cell = memory_header(board["memory_kind"])
+    language = lm_columns(board)
     columns = [
         Column("#"),
         Column("method", numeric=False),
@@ -266,6 +318,7 @@ def overall_table(board: pd.DataFrame, summary: pd.DataFrame) -> Table:
         Column("win rate", help=GLOSSARY["win rate"]),
         *[Column(task, help=f"Normalised score on {task}") for task in tasks],
         Column("efficiency", help=GLOSSARY["efficiency"]),
+        *[column for _, column in language],
         *cost_columns(memory_title),
     ]
     rows = []
@@ -294,7 +347,7 @@ def overall_table(board: pd.DataFrame, summary: pd.DataFrame) -> Table:
             cell = per_task.loc[key]
             cells.append(score_cell(cell["normalised_mean"], math.nan, 1, cell["note"]))
         cells.append(number(row["efficiency"], lambda v: f"{v:.3f}"))
-        rows.append(cells + cost_cells(row, kind_in_cell))
+        rows.append(cells + lm_cells(row, language) + cost_cells(row, kind_in_cell))
     description = (
         "Ranked by the mean over tasks of the chance-normalised primary score (0 = chance, "
         f"1 = perfect); brackets: its {PCT} confidence interval, ± where there is none: the "
@@ -311,6 +364,7 @@ def task_table(task: str, summary: pd.DataFrame, task_runs: pd.DataFrame, index:
     metric = order["metric"].dropna()
     metric_name = str(metric.iloc[0]) if len(metric) else "score"
     memory_title, kind_in_cell = memory_header(order["memory_kind"])
+    language = lm_columns(order)
     gridded = bool((order["setting"] != DEFAULT_SETTING).any())
     columns = [
         Column("#"),
@@ -322,6 +376,7 @@ def task_table(task: str, summary: pd.DataFrame, task_runs: pd.DataFrame, index:
         Column("normalised", help=GLOSSARY["normalised"]),
         Column("above chance", numeric=False, help=GLOSSARY["above chance"]),
         Column("vs best", numeric=False, help=GLOSSARY["vs best"]),
+        *[column for _, column in language],
         *cost_columns(memory_title),
     ]
     rows = []
@@ -345,13 +400,21 @@ def task_table(task: str, summary: pd.DataFrame, task_runs: pd.DataFrame, index:
                 score_cell(row["normalised_mean"], row["normalised_std"], seeds, note),
                 chance_cell(row["chance_p"]),
                 versus_cell(row),
+                *lm_cells(row, language),
                 *cost_cells(row, kind_in_cell),
             ]
+        )
+    description = f"Primary metric: {metric_name}; {chance_text(order['chance'], metric_name)}."
+    if metric_name in GENERATION_METRICS and metric_name not in PROPORTION_METRICS:
+        description += (
+            f" {metric_name} is a mean of per-example scores, not a share of examples right: "
+            "no binomial test against the baseline, no paired test, and no confidence interval "
+            "(mean ± standard deviation over seeds instead)."
         )
     return Table(
         f"task-{index}",
         task,
-        f"Primary metric: {metric_name}; {chance_text(order['chance'])}.",
+        description,
         columns,
         rows,
         unfinished_runs(task_runs),
@@ -417,13 +480,24 @@ def grid_table(grid: pd.DataFrame) -> Table | None:
     return Table("grid", "Hyperparameter selection", description, columns, rows)
 
 
-def chance_text(chance: pd.Series) -> str:
+GENERATION_METRICS = ("exact_match", "token_f1", "rouge_l")
+"""Metrics of generated text: their chance level is the most frequent training answer's."""
+
+
+def chance_text(chance: pd.Series, metric: str) -> str:
+    """The task's chance level: the majority class's, or for a generation metric the
+    baseline's (always answering the most frequent training answer)."""
     values = chance.dropna().round(3).unique()
     if len(values) == 0:
         return "no finished runs"
+    kind = (
+        "baseline (most frequent training answer)"
+        if metric in GENERATION_METRICS
+        else "chance (majority class)"
+    )
     if len(values) == 1:
-        return f"chance (majority class): {values[0]:.3f}"
-    return f"chance (majority class): {values.min():.3f}–{values.max():.3f}"
+        return f"{kind}: {values[0]:.3f}"
+    return f"{kind}: {values.min():.3f}–{values.max():.3f}"
 
 
 def unfinished_runs(task_runs: pd.DataFrame) -> list[str]:
@@ -508,8 +582,11 @@ def context(table: pd.DataFrame, docs: str = DOCS) -> dict:
         for index, task in enumerate(sorted(tidy["task"].unique()))
     ]
     counts = every["status"].value_counts()
+    overall_board = overall_table(board, summary)
+    shown = {c.name for table in (overall_board, *tasks) for c in table.columns}
+    language = {term for _, title, term in LM_COLUMNS if title in shown}
     return {
-        "overall": overall_table(board, summary),
+        "overall": overall_board,
         "tasks": tasks,
         "grid": grid_table(grid),
         "ranking": ranking_table(ranking),
@@ -519,7 +596,7 @@ def context(table: pd.DataFrame, docs: str = DOCS) -> dict:
         "num_ok": int(counts.get("ok", 0)),
         "unfinished": {STATUS_TEXT[c]: int(n) for c, n in counts.items() if c != "ok"},
         "sizes": {k: every[k].nunique() for k in ("method", "model", "task", "seed")},
-        "glossary": GLOSSARY,
+        "glossary": GLOSSARY | {k: v for k, v in LM_GLOSSARY.items() if k in language},
         "provenance": provenance(table),
         "docs": quote(docs.rstrip("/"), safe="/:"),
         "plot_titles": PLOTS,

@@ -72,9 +72,16 @@ def _matthews(confusion: np.ndarray) -> np.ndarray:
 
 CONFUSION_METRICS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "accuracy": _accuracy,
+    "exact_match": _accuracy,
     "matthews_correlation": _matthews,
 }
-"""The metrics the bootstrap can recompute; other metrics get no bootstrap interval."""
+"""The metrics the bootstrap can recompute; other metrics get no bootstrap interval. A
+generation run's predictions file holds its exact matches (1/0) against references all 1, so
+exact match is the accuracy of that file."""
+
+PROPORTION_METRICS = ("accuracy", "exact_match")
+"""Metrics that are the share of examples right (each example a Bernoulli trial): the ones the
+binomial test against chance, the Wilson interval and McNemar's test apply to."""
 
 
 def confusion(predictions: np.ndarray, references: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -134,7 +141,8 @@ def percentile_interval(
 def wilson_interval(
     accuracy: float, examples: int, confidence: float = CONFIDENCE
 ) -> tuple[float, float]:
-    """Wilson score interval of an accuracy on ``examples`` examples (no predictions needed)."""
+    """Wilson score interval of a proportion (accuracy, exact match) on ``examples`` examples
+    (no predictions needed)."""
     from scipy.stats import binomtest
 
     right = round(accuracy * examples)
@@ -194,8 +202,8 @@ def paired_bootstrap(
 
 def compare(a: CellPredictions, b: CellPredictions, seed: int | None = None) -> PairedResult:
     """Paired test of two cells on the same examples: on one ``seed``, or (None) across the
-    seeds both finished. McNemar's exact test for accuracy on one seed; the paired bootstrap
-    otherwise."""
+    seeds both finished. McNemar's exact test for a proportion (:data:`PROPORTION_METRICS`) on
+    one seed; the paired bootstrap otherwise."""
     if not a.aligns_with(b):
         raise ValueError("the two cells were not scored on the same validation examples")
     shared = tuple(s for s in a.seeds if s in b.seeds) if seed is None else (seed,)
@@ -205,7 +213,7 @@ def compare(a: CellPredictions, b: CellPredictions, seed: int | None = None) -> 
     scores = [
         float(np.mean([metric_value(a.metric, row, refs) for row in rows])) for rows in (pa, pb)
     ]
-    if a.metric == "accuracy" and len(shared) == 1:
+    if a.metric in PROPORTION_METRICS and len(shared) == 1:
         only_a, only_b, p = mcnemar_exact(pa[0], pb[0], refs)
         return PairedResult(1, *scores, "McNemar exact", p, (only_a, only_b))
     p = paired_bootstrap(a.metric, pa, pb, refs)

@@ -29,12 +29,14 @@ from peftbench.aggregate import (
     select_settings,
     task_summary,
     win_rates,
+    with_intervals,
     write_table,
 )
 from peftbench.plots import PLOTS
 from peftbench.predictions import write_predictions
 from peftbench.record import validate_record, write_record
 from peftbench.report import fmt_score, md_escape, write_reports
+from peftbench.stats import wilson_interval
 from tests.conftest import run_snakemake
 
 EVIL = "<script>alert(1)</script>"
@@ -667,3 +669,179 @@ def test_compare_prints_the_paired_result_of_two_methods(tmp_path):
     assert "+0.1000" in lines[3]  # full scores 0.1 above lora in make_record
     assert "no paired test" in compare_methods(tmp_path, "full", "freeze")
     assert compare_methods(tmp_path, "full", "lora", model="minilm-l6").startswith("no runs")
+
+
+GENERATION = {"docstring-name": ("exact_match", 0.125), "alpaca": ("rouge_l", 0.2)}
+"""Generation tasks of the synthetic records: primary metric, baseline."""
+
+
+def generation_record(
+    method: str,
+    task: str,
+    seed: int,
+    score: float,
+    forgetting: float,
+    serving: tuple[float, float | None],
+    examples: int = 40,
+) -> dict:
+    """A schema-1.2 record of a tiny-llama generation run: ``serving`` is the unmerged and the
+    merged seconds per token (None: the method does not merge)."""
+    from peftbench.generation import serving_record
+
+    record = make_record("minilm-l2", method, "docstring-match", seed)
+    metric, baseline = GENERATION[task]
+    record["schema_version"] = "1.2"
+    record["run_id"] = f"tiny-llama/{method}/{task}/default/seed{seed}"
+    record["spec"].update(model="tiny-llama", task=task)
+    record["metrics"].update(
+        primary=metric,
+        num_examples=examples,
+        values={metric: score},
+        chance={metric: baseline},
+        dev={"num_examples": 16, "values": {metric: score}},
+    )
+    record["forgetting"] = {
+        "base_ce": 2.5,
+        "tuned_ce": 2.5 + forgetting,
+        "forgetting": forgetting,
+        "tokens": 8128,
+        "unit": "nats/token",
+    }
+    unmerged, merged = (
+        None if s is None else {"s_per_token": s, "tokens_per_s": 1 / s} for s in serving
+    )
+    record["serving"] = serving_record(unmerged, merged, 4, 32)
+    validate_record(record)
+    return record
+
+
+def write_generation_run(folder: Path, record: dict) -> Path:
+    """``record`` with the predictions file of a generation run scored by exact match: 1/0
+    correctness against references all 1, its share right the record's score."""
+    run_dir = folder / "runs" / record["run_id"]
+    examples = record["metrics"]["num_examples"]
+    right = round(record["metrics"]["values"]["exact_match"] * examples)
+    correct = [1] * right + [0] * (examples - right)
+    write_predictions(run_dir, record["run_id"], correct, [1] * examples)
+    write_record(run_dir / "result.json", record)
+    return run_dir / "result.json"
+
+
+def markdown_section(markdown: str, title: str) -> list[dict[str, str]]:
+    """The rows of the first table under ``## title``, as header -> cell text."""
+    section = markdown.split(f"\n## {title}\n")[1].split("\n## ")[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    split = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines]
+    return [dict(zip(split[0], row, strict=True)) for row in split[1:]]
+
+
+@pytest.fixture(scope="module")
+def generation_reports(tmp_path_factory) -> dict[str, Path]:
+    """Generation runs (exact match with predictions files, ROUGE-L without) beside one
+    classification run, rendered."""
+    folder = tmp_path_factory.mktemp("generation")
+    paths = [
+        write_generation_run(folder, generation_record(*args))
+        for args in (
+            ("lora", "docstring-name", 0, 0.75, 0.010, (0.0041234, 0.0035)),
+            ("lora", "docstring-name", 1, 0.8, 0.030, (0.0041234, 0.0035)),
+            ("prompt_tuning", "docstring-name", 0, 0.25, -0.004, (0.005, None)),
+        )
+    ]
+    for seed, score in ((0, 0.4), (1, 0.5)):
+        record = generation_record("lora", "alpaca", seed, score, 0.02, (0.004, 0.0035))
+        paths.append(folder / "runs" / record["run_id"] / "result.json")
+        write_record(paths[-1], record)
+    paths.append(write_run(folder, make_record("minilm-l2", "lora", "docstring-match", 0)))
+    write_table(collect(paths), folder / "t.csv")
+    reports = {"markdown": folder / "l.md", "html": folder / "l.html", "tables": folder / "tables"}
+    write_reports(
+        folder / "t.csv", reports["markdown"], reports["html"], tables_dir=folder / "tables"
+    )
+    return reports
+
+
+LM_HEADERS = [
+    "forgetting (Δ CE, nats/token)",
+    "latency unmerged (ms/token)",
+    "latency merged (ms/token)",
+    "serving tokens/s (unmerged)",
+    "serving tokens/s (merged)",
+]
+
+
+def test_generation_rows_show_forgetting_and_serving_latency(generation_reports):
+    markdown = generation_reports["markdown"].read_text()
+    rows = {(r["method"], r["model"]): r for r in markdown_section(markdown, "docstring-name")}
+    lora, prompt = rows[("lora", "tiny-llama")], rows[("prompt\\_tuning", "tiny-llama")]
+    assert [lora[h] for h in LM_HEADERS] == ["+0.020", "4.12", "3.5", "243", "286"]
+    assert [prompt[h] for h in LM_HEADERS] == ["-0.004", "5", "—", "200", "—"]  # no merge
+    overall_rows = {(r["method"], r["model"]): r for r in markdown_section(markdown, "Overall")}
+    # Means over the runs that measured them: 2 of docstring-name, 2 of alpaca (4.0 ms).
+    assert overall_rows[("lora", "tiny-llama")][LM_HEADERS[0]] == "+0.020"
+    assert overall_rows[("lora", "tiny-llama")][LM_HEADERS[1]] == "4.06"
+    assert [overall_rows[("lora", "minilm-l2")][h] for h in LM_HEADERS] == ["—"] * 5
+    tasks = pd.read_csv(generation_reports["tables"] / "tasks.csv").set_index(["task", "method"])
+    cell = tasks.loc[("docstring-name", "lora")]
+    assert (cell["base_ce"], cell["tuned_ce"], cell["forgetting"]) == pytest.approx(
+        (2.5, 2.52, 0.02)
+    )
+    assert cell["serve_unmerged_ms_per_token"] == pytest.approx(4.1234)
+    assert cell["serve_merged_tokens_per_s"] == pytest.approx(1 / 0.0035)
+    assert math.isnan(tasks.loc[("docstring-name", "prompt_tuning"), "serve_merged_ms_per_token"])
+    html = generation_reports["html"].read_text()
+    assert 'data-type="number" title="Causal-LM and generation runs: tuned minus base' in html
+    assert '<td class="num" data-sort="0.02">+0.020</td>' in html
+    assert "**forgetting**: Causal-LM and generation runs" in markdown
+
+
+def test_exact_match_is_tested_against_its_baseline_and_rouge_l_is_not(generation_reports):
+    from scipy.stats import binomtest
+
+    markdown = generation_reports["markdown"].read_text()
+    section = markdown.split("\n## docstring-name\n")[1]
+    assert section.startswith(
+        "\nPrimary metric: exact\\_match; baseline (most frequent training answer): 0.125.\n"
+    )
+    rows = {r["method"]: r for r in markdown_section(markdown, "docstring-name")}
+    p = binomtest(10, 40, 0.125, alternative="greater").pvalue  # 10 of 40 right
+    assert rows["prompt\\_tuning"]["above chance"] == f"no (p={p:.2g})"
+    assert rows["lora"]["above chance"].startswith("yes (p=")
+    assert rows["prompt\\_tuning"]["vs best"].startswith("yes (p=")  # McNemar on seed 0
+    tasks = pd.read_csv(
+        generation_reports["tables"] / "tasks.csv", keep_default_na=False, na_values=[""]
+    )
+    tasks = tasks.set_index(["task", "method", "model"])
+    lora = tasks.loc[("docstring-name", "lora", "tiny-llama")]
+    assert lora["interval"] == "bootstrap" and lora["score_low"] < 0.775 < lora["score_high"]
+    rouge = tasks.loc[("alpaca", "lora", "tiny-llama")]
+    assert rouge["interval"] == "none" and math.isnan(rouge["chance_p"])
+    alpaca = markdown.split("\n## alpaca\n")[1].split("\n## ")[0]
+    assert "baseline (most frequent training answer): 0.200" in alpaca
+    assert "rouge\\_l is a mean of per-example scores, not a share of examples right" in alpaca
+    assert markdown_section(markdown, "alpaca")[0]["rouge\\_l"] == "0.450 ± 0.071"
+    assert markdown_section(markdown, "alpaca")[0]["above chance"] == "—"
+
+
+def test_a_single_exact_match_without_predictions_gets_a_wilson_interval():
+    record = generation_record("lora", "docstring-name", 0, 0.25, 0.0, (0.004, None))
+    summary, _ = with_intervals(task_summary(runs(table_of([record]))), {})
+    assert summary.loc[0, "interval"] == "wilson"
+    bounds = wilson_interval(0.25, 40)
+    assert (summary.loc[0, "score_low"], summary.loc[0, "score_high"]) == pytest.approx(bounds)
+
+
+def test_classification_leaderboards_show_no_language_model_columns(rendered):
+    markdown = rendered["markdown"].read_text()
+    header = next(
+        line
+        for line in markdown.split("## docstring-match")[1].splitlines()
+        if line.startswith("| #")
+    )
+    assert header == (
+        "| # | method | model | accuracy | seeds | normalised | above chance | vs best | "
+        "trainable % | stored | stored % | peak memory (CPU peak RSS) | train tokens/s |"
+    )
+    html = rendered["html"].read_text()
+    for text in ("nats/token", "ms/token", "serving tokens/s", "**forgetting**", "baseline"):
+        assert text not in markdown and text not in html

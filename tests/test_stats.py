@@ -151,6 +151,22 @@ def test_compare_picks_mcnemar_for_one_seed_of_accuracy_and_the_bootstrap_otherw
         compare(a, cell([good], np.ones(50, dtype=int)))
 
 
+def test_exact_match_files_are_proportions_recomputed_and_compared_like_accuracy():
+    """A generation run's predictions file: 1/0 exact matches against references all 1."""
+    references = np.ones(40, dtype=int)
+    a = np.array([1] * 30 + [0] * 10)  # 30 of 40 right
+    b = np.array([1] * 18 + [0] * 22)  # 18 of 40 right, all among A's
+    assert metric_value("exact_match", a, references) == pytest.approx(0.75)
+    one = compare(cell([a], references, "exact_match"), cell([b], references, "exact_match"))
+    assert (one.test, one.discordant) == ("McNemar exact", (12, 0))
+    assert one.p_value == pytest.approx(2 * 0.5**12)
+    resampled = cell_resamples("exact_match", a, references)
+    low, high = percentile_interval(resampled)
+    assert low < 0.75 < high and resampled.std() == pytest.approx(
+        math.sqrt(0.75 * 0.25 / 40), rel=0.1
+    )
+
+
 def test_holm_by_hand():
     # Sorted 0.01, 0.03, 0.04 times 3, 2, 1: 0.03, 0.06, 0.04 -> running max 0.03, 0.06, 0.06.
     adjusted, reject = holm(pd.Series([0.01, 0.04, 0.03], index=["x", "y", "z"]))
