@@ -59,8 +59,9 @@ GLOSSARY = {
     "replacement and the validation examples with replacement (the same examples for every "
     "seed drawn) and averages the metric over the drawn seeds, so the interval holds both the "
     "example and the seed noise. Runs without a predictions file (older records): a single "
-    "seed's accuracy gets the Wilson score interval on its example count, other cells none. "
-    "The overall score's interval averages the cells' resampled normalised scores over tasks.",
+    "seed's accuracy (or exact match) gets the Wilson score interval on its example count, "
+    "other cells none. The overall score's interval averages the cells' resampled normalised "
+    "scores over tasks.",
     "seeds": "Finished seeds behind the score, of the seeds run.",
     "vs best": "Whether the row is distinguishable from its table's first row: a paired test "
     "on the same validation examples (McNemar's exact test on one seed of accuracy, else the "
@@ -80,9 +81,11 @@ GLOSSARY = {
     "majority-class predictor, 1 is perfect (best = 1 for accuracy and Matthews correlation), "
     "so tasks with different metrics average. The overall score averages it over tasks "
     "per seed (seeds where every task finished), then over seeds.",
-    "above chance": f"Whether the accuracy beats the majority-class rate: a one-sided exact "
+    "above chance": f"Whether the accuracy (a generation task's exact match) beats the chance "
+    "rate (the majority class's; the most frequent training answer's): a one-sided exact "
     f"binomial test on the validation examples, at level {CHANCE_ALPHA} for every finished "
-    "seed (the largest p-value over seeds is shown). Blank for metrics other than accuracy.",
+    "seed (the largest p-value over seeds is shown). Blank for metrics that are not a share "
+    "of examples right (Matthews correlation, ROUGE-L).",
     "win rate": "Share of the other rows that this row beats on a task (normalised score; ties "
     "count half; a run that did not finish loses), averaged over tasks.",
     "model params": "base_total: parameters of the pretrained backbone, task head excluded.",
