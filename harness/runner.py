@@ -402,7 +402,9 @@ def _train_and_evaluate(
     positions = eval_positions(len(data["validation"]), hp["max_eval_examples"])
     if task.head == Head.GENERATION:  # kept whole; the paired tests compare exact matches
         write_generations(out_dir, spec.run_id, positions, generated, predictions, references)
-        predictions = [int(p == r) for p, r in zip(predictions, references, strict=True)]
+        predictions = [
+            int(p.strip() == r.strip()) for p, r in zip(predictions, references, strict=True)
+        ]
         references = [1] * len(references)
     write_predictions(out_dir, spec.run_id, predictions, references, example_ids=positions)
 
