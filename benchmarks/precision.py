@@ -2,11 +2,13 @@
 thread, same model, data and batches, configurations interleaved step by step in one process.
 Prints per method the median step time of fp32 and bf16 and their ratio; targets on minilm-l6
 on an AMX CPU: full >= 2.5, lora >= 2. ``--current`` adds the runner's pre-policy paths
-(accelerate's autocast over fp32 weights with SDPA attention, for-loop AdamW); ``--profile``
-where a step's time goes; ``--accuracy`` the validation accuracy of whole runs of each.
+(accelerate's autocast over fp32 weights with SDPA attention, for-loop AdamW); ``--compile``
+the policy's paths with the model under ``torch.compile`` (inductor), and the time of each
+configuration's first step, compilation included; ``--profile`` where a step's time goes;
+``--accuracy`` the validation accuracy of whole runs of each.
 
     python benchmarks/precision.py [--steps 20] [--repeats 3] [--methods full,lora]
-        [--model minilm-l6] [--current] [--profile] [--accuracy] [--seeds 1]
+        [--model minilm-l6] [--current] [--compile] [--profile] [--accuracy] [--seeds 1]
 """
 
 from __future__ import annotations
@@ -75,10 +77,12 @@ class Trainer:
 def build(
     config: str, model_name: str, method_name: str, task: str, hp: dict[str, Any], seed: int
 ) -> Trainer:
-    """``config``: ``fp32`` / ``bf16`` (the policy) or ``fp32-current`` / ``bf16-current``."""
+    """``config``: ``fp32`` / ``bf16`` (the policy), ``fp32-current`` / ``bf16-current`` (the
+    pre-policy paths) or ``fp32-compiled`` / ``bf16-compiled`` (the policy, compiled model)."""
     from transformers import get_linear_schedule_with_warmup
 
-    precision, _, current = config.partition("-")
+    precision, _, variant = config.partition("-")
+    current = variant == "current"
     policy = Policy(precision, "cpu")
     torch.manual_seed(seed)
     loaded = MODELS.get(model_name).load(num_labels=TASKS.get(task).num_labels)
@@ -106,6 +110,8 @@ def build(
     else:
         autocast = policy.autocast
     model.train()
+    if variant == "compiled":  # the forward and, through AOTAutograd, the backward
+        model = torch.compile(model)
     return Trainer(config, model, optimizer, scheduler, autocast)
 
 
@@ -123,16 +129,20 @@ def cycle(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
 
 def time_steps(
     trainers: list[Trainer], loader: DataLoader, steps: int, repeats: int
-) -> dict[tuple[str, str], list[float]]:
+) -> tuple[dict[tuple[str, str], list[float]], dict[str, float]]:
     """Per configuration and clock (``wall``; ``cpu``: this thread's CPU time, which time spent
     waiting for a shared core does not inflate), the median step time of each repeat; every
     configuration takes the same batch in turn (A B A B ...), after :data:`WARMUP` untimed
-    steps each."""
+    steps each. Second, per configuration, the wall time of those untimed steps (compilation
+    happens there)."""
     batches = cycle(loader)
+    warmup: dict[str, float] = defaultdict(float)
     for _ in range(WARMUP):
         batch = next(batches)
         for trainer in trainers:
+            start = time.perf_counter()
             trainer.step(batch)
+            warmup[trainer.name] += time.perf_counter() - start
     medians: dict[tuple[str, str], list[float]] = defaultdict(list)
     for _ in range(repeats):
         times: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -145,7 +155,7 @@ def time_steps(
                 times[trainer.name, "cpu"].append(time.thread_time() - cpu)
         for name, values in times.items():
             medians[name].append(statistics.median(values))
-    return medians
+    return medians, dict(warmup)
 
 
 CATEGORIES = (
@@ -212,17 +222,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--current", action="store_true", help="also the pre-policy paths")
+    parser.add_argument("--compile", action="store_true", help="also the compiled paths")
     parser.add_argument("--profile", action="store_true", help="where a step's time goes")
     parser.add_argument("--accuracy", action="store_true", help="accuracy on the two tasks")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per accuracy figure")
     args = parser.parse_args()
     torch.set_num_threads(1)
     configs = ["fp32", "bf16"] + (["fp32-current", "bf16-current"] if args.current else [])
+    configs += ["fp32-compiled", "bf16-compiled"] if args.compile else []
     for method in args.methods.split(","):
         hp = resolve_hparams(method)
         train, _ = loaders(args.model, TIMING_TASK, hp, 0)
         trainers = [build(c, args.model, method, TIMING_TASK, hp, 0) for c in configs]
-        timed = time_steps(trainers, train, args.steps, args.repeats)
+        timed, warmup = time_steps(trainers, train, args.steps, args.repeats)
         median = {key: statistics.median(values) for key, values in timed.items()}
         target = 2.5 if method == "full" else 2.0
         for clock in ("wall", "cpu"):
@@ -239,6 +251,17 @@ def main() -> None:
                     f"policy bf16 / pre-policy fp32: "
                     f"{median['fp32-current', clock] / median['bf16', clock]:.2f}"
                 )
+            if args.compile:
+                print(
+                    f"{method} ratio ({clock}) compiled bf16/fp32: "
+                    f"{median['fp32-compiled', clock] / median['bf16-compiled', clock]:.2f}, "
+                    f"compiled bf16 / eager fp32: "
+                    f"{median['fp32', clock] / median['bf16-compiled', clock]:.2f}, "
+                    f"compiled fp32 / eager fp32: "
+                    f"{median['fp32', clock] / median['fp32-compiled', clock]:.2f}"
+                )
+        for config in configs:
+            print(f"{method} {config} first {WARMUP} steps (wall): {warmup[config]:.1f} s")
         if args.profile:
             print(f"{method} data (draw and collate a batch): {data_seconds(train):.4f} s")
             for trainer in trainers[:2]:

@@ -19,7 +19,9 @@ forward; frozen weights stored in bf16 skip that cast (LoRA: 15-18% of a step) a
 their memory; on the CPU, attention runs the eager way (bf16 ``bmm``): SDPA's flash backward
 (taken without attention dropout) is ten times slower in bf16 than in fp32, and its math path
 (with dropout) slower than the eager form; the fused AdamW kernel takes a third of the
-for-each-parameter AdamW's time at every precision. ``benchmarks/precision.py`` measures it.
+for-each-parameter AdamW's time at every precision. ``torch.compile`` is not part of it:
+minutes to compile, and its fused kernels are no faster here than the eager ops (slower for
+bf16 LoRA). ``benchmarks/precision.py`` measures it (``--compile`` that).
 """
 
 from __future__ import annotations
