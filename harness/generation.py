@@ -195,7 +195,7 @@ def generate(
 
 SERVING_PROMPTS = 4
 """Validation prompts the serving cost is measured on (the first ones)."""
-SERVING_NEW_TOKENS = 32
+SERVING_NEW_TOKENS = 16
 """Tokens generated per prompt when measuring serving cost."""
 
 
