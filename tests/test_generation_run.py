@@ -1,0 +1,61 @@
+"""A generation task end to end through the runner on a tiny decoder: the record scores the
+extracted generations against the references, keeps the texts and the 1/0 exact matches, and
+carries forgetting and serving (merged for LoRA, none for prompt tuning, which does not merge)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from peftbench.predictions import PREDICTIONS_FILE, read_predictions
+from peftbench.record import read_record
+from peftbench.runner import GENERATIONS_FILE, execute
+from peftbench.spec import resolve_spec
+
+EXAMPLES = 6
+
+
+@pytest.fixture(scope="module", params=["lora", "prompt_tuning"])
+def run(request, tmp_path_factory):
+    method = request.param
+    spec = resolve_spec(
+        "tiny-llama",
+        method,
+        "docstring-name",
+        0,
+        overrides={"steps": 2, "batch_size": 4, "max_eval_examples": EXAMPLES, "max_length": 96},
+    )
+    out = tmp_path_factory.mktemp(method)
+    record = execute(spec, out, threads=1)
+    return method, out, record
+
+
+def test_the_record_scores_the_generations(run):
+    method, out, record = run
+    assert record["status"]["code"] == "ok", record["status"]
+    assert read_record(out / "result.json")["run_id"] == record["run_id"]
+    metrics = record["metrics"]
+    assert metrics["primary"] == "exact_match" and metrics["num_examples"] == EXAMPLES
+    assert set(metrics["values"]) == {"exact_match", "rouge_l"} == set(metrics["chance"])
+    rows = json.loads((out / GENERATIONS_FILE).read_text())["rows"]
+    assert len(rows) == EXAMPLES
+    matches = [int(r["answer"].strip() == r["reference"].strip()) for r in rows]
+    assert metrics["values"]["exact_match"] == pytest.approx(sum(matches) / EXAMPLES)
+    kept = read_predictions(out / PREDICTIONS_FILE)
+    assert kept.predictions.tolist() == matches and kept.references.tolist() == [1] * EXAMPLES
+    assert kept.example_ids.tolist() == [r["example_id"] for r in rows]
+
+
+def test_forgetting_and_serving_are_recorded(run):
+    method, _, record = run
+    forgetting = record["forgetting"]
+    assert forgetting["unit"] == "nats/token" and forgetting["tokens"] > 0
+    assert forgetting["forgetting"] == pytest.approx(forgetting["tuned_ce"] - forgetting["base_ce"])
+    serving = record["serving"]
+    assert serving["unmerged"]["s_per_token"] > 0 and serving["prompts"] == 4
+    if method == "lora":  # LoRA folds into the base weights; prompt tuning keeps its prompt
+        assert serving["merged"]["s_per_token"] > 0
+    else:
+        assert serving["merged"] is None
+    assert {"forget_s", "serve_s"} <= set(record["timing"])
