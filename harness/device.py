@@ -75,21 +75,34 @@ def lock_folder(lock_dir: str | os.PathLike) -> Path:
     return Path(lock_dir) / scope
 
 
+def try_lock(folder: Path, device: str) -> IO[str] | None:
+    """GPU ``device``'s lock file in ``folder``, locked (without waiting), or ``None`` when
+    another process holds it."""
+    handle = open(folder / f"gpu{device}.lock", "a+")  # noqa: SIM115 - held for the job's life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def hold(handle: IO[str]) -> None:
+    """Keep a lock that :func:`try_lock` took until the process ends; the file names its pid."""
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    _held.append(handle)
+
+
 def _try_claim(devices: list[str], folder: Path) -> str | None:
     """One pass over ``devices``: lock and return the first free one, else ``None``."""
     folder.mkdir(parents=True, exist_ok=True)
     for device in devices:
-        handle = open(folder / f"gpu{device}.lock", "a+")  # noqa: SIM115 - held for the job's life
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            continue
-        handle.truncate(0)
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        _held.append(handle)
-        return device
+        handle = try_lock(folder, device)
+        if handle is not None:
+            hold(handle)
+            return device
     return None
 
 

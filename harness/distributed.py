@@ -13,7 +13,6 @@ counts and writes the record (docs/cluster.md, "Runs of several processes").
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import subprocess
@@ -27,15 +26,15 @@ from peftbench.device import (
     DeviceRequestError,
     DevicesBusyError,
     default_lock_dir,
+    hold,
     lock_folder,
+    try_lock,
     visible_devices,
     wait_seconds,
 )
 
 MEMORY_PHASES = ("load", "train")
 """Phases every rank measures; evaluation and counting run in the main process only."""
-
-_held: list[IO[str]] = []
 
 
 def world_size() -> int:
@@ -114,19 +113,13 @@ def _claim_all(devices: list[str], folder: Path, count: int) -> list[str]:
     return ``[]``. Same lock files as :func:`peftbench.device.claim_device`."""
     taken: list[tuple[str, IO[str]]] = []
     for device in devices:
-        handle = open(folder / f"gpu{device}.lock", "a+")  # noqa: SIM115 - held for the job's life
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
+        handle = try_lock(folder, device)
+        if handle is None:
             continue
         taken.append((device, handle))
         if len(taken) == count:
             for _, held in taken:
-                held.truncate(0)
-                held.write(f"{os.getpid()}\n")
-                held.flush()
-                _held.append(held)
+                hold(held)
             return [d for d, _ in taken]
     for _, handle in taken:
         handle.close()

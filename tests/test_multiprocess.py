@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from peftbench import distributed
+from peftbench import device, distributed
 from peftbench.device import DeviceRequestError, DevicesBusyError, claim_device, lock_folder
 from peftbench.predictions import PREDICTIONS_FILE
 from peftbench.record import read_record
@@ -106,7 +106,7 @@ def four_fake_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setattr(distributed, "_held", [])
+    monkeypatch.setattr(device, "_held", [])  # the locks this test takes, released after it
 
 
 def test_several_gpus_are_claimed_all_at_once_or_not_at_all(tmp_path, four_fake_gpus):
