@@ -156,7 +156,7 @@ class Sweep:
         return self.resources(model, method, task, setting).runtime_min
 
     def gpus(self, model: str, method: str) -> int:
-        """``gpus_per_run`` for every run: the runner trains on one device."""
+        """``gpus_per_run`` for every run (one training process per GPU)."""
         return int(self.config.get("gpus_per_run", 0))
 
 
@@ -203,14 +203,15 @@ def activation_bytes(size: Footprint, hp: dict[str, Any]) -> int:
 def estimate_resources(
     size: Footprint, hp: dict[str, Any], gpus: int, threads: int
 ) -> RunResources:
-    """Host memory: on a GPU, the runtime plus CUDA plus the checkpoint loaded twice over; on
-    the CPU, the runtime plus training state plus activations. Wall time: start-up, checkpoint
-    read, and training plus evaluation FLOPs at a sustained rate, times a safety factor."""
+    """Host memory: on GPUs, per GPU (one process each) the runtime plus CUDA plus the
+    checkpoint loaded twice over; on the CPU, the runtime plus training state plus activations.
+    Wall time: start-up, checkpoint read, and training plus evaluation FLOPs at a sustained rate
+    (summed over GPUs), times a safety factor."""
     from peftbench.measure import training_flops_per_token
 
-    if gpus:
-        host = RUNTIME_BYTES + CUDA_HOST_BYTES + 2 * size.weights_bytes
-        rate = GPU_FLOPS["half" if hp["precision"] in HALF else "fp32"]
+    if gpus:  # one process per GPU, each with its own runtime and copy of the checkpoint
+        host = gpus * (RUNTIME_BYTES + CUDA_HOST_BYTES + 2 * size.weights_bytes)
+        rate = gpus * GPU_FLOPS["half" if hp["precision"] in HALF else "fp32"]
     else:
         host = RUNTIME_BYTES + size.training_state_bytes + activation_bytes(size, hp)
         rate = CPU_FLOPS_PER_THREAD * threads
