@@ -223,12 +223,15 @@ def _train_and_evaluate(
         quantize_linears(loaded.model, info, BITS[precision], device)  # there, once
     policy.prepare_base(loaded.model)  # bf16: linear weights rounded; the base counts compare to
     language_model = Head.of(task.head).language_model
+    tokenizer = source.tokenizer() if language_model else None  # generation, forgetting, serving
     if language_model:  # forgetting: the base's cross-entropy on general text, before adapting
         from peftbench.forgetting import general_text_sample
 
         sample = general_text_sample()
         with phase("forget", device, record):
-            base_ce = _general_text_ce(loaded.model.to(device), source, sample, hp, device, policy)
+            base_ce = _general_text_ce(
+                loaded.model.to(device), tokenizer, sample, hp, device, policy
+            )
     model, base = adapt(loaded.model, method, hp, info, keep_values=True)
     policy.prepare_adapted(model)  # bf16: frozen linears stored in bf16, trainables fp32 masters
     trained_quantized = [
@@ -253,7 +256,7 @@ def _train_and_evaluate(
         score = partial(
             _generate,
             task=task,
-            tokenizer=source.tokenizer(),
+            tokenizer=tokenizer,
             max_new_tokens=hp["max_new_tokens"] or task.max_new_tokens,
             batch_size=hp["eval_batch_size"],
             autocast=policy.autocast,
@@ -345,17 +348,15 @@ def _train_and_evaluate(
         with phase("forget", device, record):  # both passes' seconds (the base's, then this)
             seconds = record["timing"]["forget_s"]
             tuned_ce = _general_text_ce(
-                accelerator.unwrap_model(model), source, sample, hp, device, policy
+                accelerator.unwrap_model(model), tokenizer, sample, hp, device, policy
             )
         record["timing"]["forget_s"] += seconds
-        record["forgetting"] = forgetting_record(
-            base_ce, tuned_ce, source.tokenizer(), sample, MAX_LENGTH
-        )
+        record["forgetting"] = forgetting_record(base_ce, tuned_ce, tokenizer, sample, MAX_LENGTH)
     policy.restore(model)  # merges and counts on fp32 storage, exactly as at fp32
     if language_model:  # serving cost, unmerged and merged, on fp32 storage alike
         with phase("serve", device, record):
             record["serving"] = _serving_cost(
-                accelerator.unwrap_model(model), method, source, data, hp, device, policy,
+                accelerator.unwrap_model(model), method, tokenizer, data, hp, device, policy,
                 mergeable=mergeable,
             )  # fmt: skip
     with phase("count", device, record):  # stored, changed, update rank: needs the trained model
@@ -673,13 +674,13 @@ def write_generations(out_dir, run_id, positions, texts, answers, references) ->
     write_json_atomic(Path(out_dir) / GENERATIONS_FILE, {"run_id": run_id, "rows": rows})
 
 
-def _general_text_ce(model, source, sample, hp, device, policy) -> float:
+def _general_text_ce(model, tokenizer, sample, hp, device, policy) -> float:
     """Mean cross-entropy of ``model`` on the forgetting sample (:mod:`peftbench.forgetting`)."""
     from peftbench.forgetting import MAX_LENGTH, mean_cross_entropy
 
     return mean_cross_entropy(
         model,
-        source.tokenizer(),
+        tokenizer,
         sample,
         MAX_LENGTH,
         hp["eval_batch_size"],
@@ -688,7 +689,7 @@ def _general_text_ce(model, source, sample, hp, device, policy) -> float:
     )
 
 
-def _serving_cost(model, method, source, data, hp, device, policy, mergeable) -> dict[str, Any]:
+def _serving_cost(model, method, tokenizer, data, hp, device, policy, mergeable) -> dict[str, Any]:
     """Generation latency per token of the trained model and of its merge (where the method
     merges and the base is not quantized), on the same first validation prompts
     (:func:`peftbench.generation.serving_latency`). The merge runs on a copy: the counts merge
@@ -709,7 +710,6 @@ def _serving_cost(model, method, source, data, hp, device, policy, mergeable) ->
         [list(ids[:n]) for ids, n in zip(head["input_ids"], head["prompt_length"], strict=True)],
         len(head),
     )
-    tokenizer = source.tokenizer()
     measure = partial(
         serving_latency,
         tokenizer=tokenizer,
