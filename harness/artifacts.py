@@ -2,10 +2,11 @@
 format its library loads, and loaded back into a fresh base (``save_artifacts: true``;
 docs/runs.md, *Artifacts*).
 
-``<run folder>/artifact/`` holds, for a method that ``peft`` implements, what peft's
-``save_pretrained`` writes (``adapter_model.safetensors``, ``adapter_config.json``; a task head
-that peft does not train as a ``modules_to_save`` copy goes beside it in ``head.safetensors``);
-for peftbench's own methods, ``artifact.safetensors``: :meth:`Method.artifact` and the head.
+``<run folder>/artifact/`` holds, for a method with a native format
+(:meth:`Method.save_native`; peft's methods: what peft's ``save_pretrained`` writes,
+``adapter_model.safetensors`` and ``adapter_config.json``), that, and a task head the method does
+not train a copy of beside it in ``head.safetensors``; for peftbench's own methods,
+``artifact.safetensors``: :meth:`Method.artifact` and the head.
 Both have ``artifact.json`` (method, hyperparameters, model and its fingerprint, the precision
 that ran, peftbench's version, the tensor names). On an int8/nf4 base only the method and the
 head are saved: loading quantizes the fresh base again, as the run did. Everything loads from
@@ -36,21 +37,13 @@ INFO_FILE = "artifact.json"
 WEIGHTS_FILE = "artifact.safetensors"
 """peftbench's own methods: the method's tensors and the head."""
 HEAD_FILE = "head.safetensors"
-"""peft methods: the task head where peft's own file lacks it."""
-PEFT_FORMAT = "peft"
+"""Methods with a native format: the task head where their own files lack it."""
 OWN_FORMAT = "peftbench-safetensors"
-FORMATS = (PEFT_FORMAT, OWN_FORMAT)
+"""The format of a method without a native one (:attr:`Method.native_format`)."""
 
 
 class ArtifactError(ValueError):
     """An artifact folder that cannot be loaded (missing files, unknown format, other base)."""
-
-
-def is_peft(method: Method) -> bool:
-    """Whether ``method`` is implemented by ``peft`` (its artifact is peft's format)."""
-    from peftbench.methods._peft import PeftMethod
-
-    return isinstance(method, PeftMethod)
 
 
 def save_artifact(
@@ -74,7 +67,8 @@ def save_artifact(
     task = TASKS.get(spec.task)
     staging = Path(tempfile.mkdtemp(prefix=f".{ARTIFACT_DIR}-", dir=folder))
     try:
-        fmt, save = (PEFT_FORMAT, _save_peft) if is_peft(method) else (OWN_FORMAT, _save_own)
+        fmt = method.native_format or OWN_FORMAT
+        save = _save_native if method.native_format else _save_own
         tensors, head = save(staging, model, method, info)
         described = {
             "format": fmt,
@@ -142,21 +136,18 @@ def _save_own(
     return sorted(tensors), sorted(head)
 
 
-def _save_peft(
+def _save_native(
     folder: Path, model: nn.Module, method: Method, info: ModelInfo
 ) -> tuple[list[str], list[str]]:
-    from peft import get_peft_model_state_dict
-
     from peftbench.params import head_tensors
 
-    model.save_pretrained(str(folder), safe_serialization=True)
-    state = get_peft_model_state_dict(model)
-    if any(method.is_head(name, info) for name in state):  # peft trains a copy of the head
-        return sorted(state), []
+    names = method.save_native(model, info, folder)
+    if any(method.is_head(name, info) for name in names):  # the method trains a copy of the head
+        return names, []
     head = head_tensors(model, method, info)
     if head:
         _save_safetensors(head, folder / HEAD_FILE)
-    return sorted(state), sorted(head)
+    return names, sorted(head)
 
 
 def read_info(folder: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -169,9 +160,14 @@ def read_info(folder: str | Path) -> tuple[Path, dict[str, Any]]:
         described = json.loads((folder / INFO_FILE).read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise ArtifactError(f"{folder}: no readable {INFO_FILE} ({error})") from error
-    if described.get("format") not in FORMATS:
+    from peftbench.registry import METHODS
+
+    method = METHODS.get(described.get("method", ""))  # an unknown name lists the valid ones
+    valid = (OWN_FORMAT, method.native_format) if method.native_format else (OWN_FORMAT,)
+    if described.get("format") not in valid:
         raise ArtifactError(
-            f"{folder}: format {described.get('format')!r}; valid: {', '.join(FORMATS)}"
+            f"{folder}: format {described.get('format')!r} for {method.name}; "
+            f"valid: {', '.join(valid)}"
         )
     return folder, described
 
@@ -202,10 +198,10 @@ def load_artifact(folder: str | Path, device: str = "cpu") -> nn.Module:
         quantize_linears(model, info, BITS[precision], device)
     policy = Policy(precision, device)
     policy.prepare_base(model)
-    if described["format"] == PEFT_FORMAT:
-        model = _load_peft(folder, model, method, info, described)
-    else:
+    if described["format"] == OWN_FORMAT:
         model = _load_own(folder, model, method, info, described)
+    else:
+        model = _load_native(folder, model, method, info, described)
     policy.prepare_adapted(model)  # on the run's trainable/frozen split, as in the run
     model.requires_grad_(False)
     return model.to(device).eval()
@@ -225,22 +221,18 @@ def _load_own(
     return model
 
 
-def _load_peft(
+def _load_native(
     folder: Path, model: nn.Module, method: Method, info: ModelInfo, described: dict[str, Any]
 ) -> nn.Module:
-    from peft import PeftModel
     from safetensors.torch import load_file
 
     from peftbench.method import unfreeze_head
-    from peftbench.quantize import quantized_bits
 
     base = {id(p) for p in model.parameters()}
-    for bits in quantized_bits(model):  # as PeftMethod.apply: peft's cue for its bnb layers
-        setattr(model, f"is_loaded_in_{bits}bit", True)
-    model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+    model = method.load_native(model, info, folder)
     if described["head_tensors"]:
         _load_head(model, load_file(folder / HEAD_FILE))
-    for parameter in model.parameters():  # the run's split: peft's new tensors trained
+    for parameter in model.parameters():  # the run's split: the method's new tensors trained
         parameter.requires_grad_(id(parameter) not in base)
     unfreeze_head(model, info, method)
     return model

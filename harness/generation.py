@@ -56,15 +56,6 @@ def eos_token_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     return sorted({i for i in [*ids, tokenizer.eos_token_id] if i is not None})
 
 
-def ignores_positions(model: Any) -> bool:
-    """Whether ``model`` is a peft prompt-learning model that puts its virtual tokens before the
-    input embeddings and drops position ids (every prompt-learning method but prefix tuning)."""
-    from peft import PeftType
-
-    config = getattr(model, "active_peft_config", None)
-    return bool(config and config.is_prompt_learning and config.peft_type != PeftType.PREFIX_TUNING)
-
-
 def batches(lengths: Sequence[int], batch_size: int, same_length: bool) -> list[list[int]]:
     """Prompt positions in batches of at most ``batch_size``, by increasing length (prompts of
     one length only per batch with ``same_length``)."""
@@ -165,15 +156,18 @@ def generate(
     batch_size: int,
     device: str,
     autocast: Autocast = nullcontext,
+    same_length: bool = False,
 ) -> Generated:
-    """Greedy generations of ``prompts`` (token ids, no padding), ``batch_size`` at a time. Each
+    """Greedy generations of ``prompts`` (token ids, no padding), ``batch_size`` at a time
+    (prompts of one length only per batch with ``same_length``: for a method whose virtual
+    tokens ignore position ids, :attr:`peftbench.method.Method.equal_length_batches`). Each
     batch's ``generate`` call is timed; building and copying its inputs and decoding the
     outputs are not."""
     eos = eos_token_ids(model, tokenizer)
     config = _generation_config(tokenizer, eos, max_new_tokens, exact=False)
     ids_of: list[list[int]] = [[] for _ in prompts]
     timer = StepTimer(device)
-    groups = batches([len(p) for p in prompts], batch_size, ignores_positions(model))
+    groups = batches([len(p) for p in prompts], batch_size, same_length)
     with inference(model), autocast():
         for group in groups:
             ids, mask = _left_padded([prompts[i] for i in group], config.pad_token_id, device)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
     from torch import nn
 
@@ -88,6 +90,24 @@ class Method:
         unexpected = model.load_state_dict(tensors, strict=False).unexpected_keys
         if unexpected:
             raise KeyError(f"{self.name}: artifact tensors the model lacks: {unexpected}")
+
+    equal_length_batches: bool = False
+    """Whether generation must batch prompts of one length only: the method's virtual tokens
+    ignore position ids, so left padding would shift the prompt's positions (peft's prompt
+    tuning and P-tuning on learned-position decoders)."""
+    native_format: str | None = None
+    """The name of the format :meth:`save_native` writes (e.g. ``"peft"``), or ``None`` when
+    the method has none: its artifact is then saved as safetensors by the harness."""
+
+    def save_native(self, model: nn.Module, info: ModelInfo, folder: Path) -> list[str]:
+        """Write the trained method into ``folder`` in its library's own format
+        (:attr:`native_format`; the head the harness saves beside it unless these tensors hold
+        it) and return the names of the tensors written."""
+        raise NotImplementedError(f"{self.name} has no native artifact format")
+
+    def load_native(self, model: nn.Module, info: ModelInfo, folder: Path) -> nn.Module:
+        """The base ``model`` with what :meth:`save_native` wrote in ``folder`` loaded."""
+        raise NotImplementedError(f"{self.name} has no native artifact format")
 
     def on_step(self, model: nn.Module, step: int) -> None:
         """Called after every optimizer step, before the gradients are zeroed; ``step`` counts the

@@ -256,6 +256,7 @@ def _train_and_evaluate(
         score = partial(
             _generate,
             task=task,
+            method=method,
             tokenizer=tokenizer,
             max_new_tokens=hp["max_new_tokens"] or task.max_new_tokens,
             batch_size=hp["eval_batch_size"],
@@ -631,7 +632,7 @@ class Answers(list):
 
 
 def _generate(
-    model, rows, accelerator, device, task, tokenizer, max_new_tokens, batch_size, autocast
+    model, rows, accelerator, device, task, method, tokenizer, max_new_tokens, batch_size, autocast
 ):
     """A generation task's predictions: each row's prompt continued greedily
     (:func:`peftbench.generation.generate`: at most ``max_new_tokens``, cut at the task's stop
@@ -653,6 +654,7 @@ def _generate(
         batch_size=batch_size,
         device=device,
         autocast=autocast,
+        same_length=method.equal_length_batches,
     )
     answers = Answers(task.extract(text) for text in out.texts)
     answers.texts = list(out.texts)

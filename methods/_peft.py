@@ -72,6 +72,25 @@ class PeftMethod(Method):
             setattr(model, f"is_loaded_in_{bits}bit", True)
         return get_peft_model(model, self.peft_config(hp, info))
 
+    native_format = "peft"
+
+    def save_native(self, model, info, folder):
+        """peft's ``save_pretrained`` (``adapter_model.safetensors``, ``adapter_config.json``),
+        which ``PeftModel.from_pretrained`` reads."""
+        from peft import get_peft_model_state_dict
+
+        model.save_pretrained(str(folder), safe_serialization=True)
+        return sorted(get_peft_model_state_dict(model))
+
+    def load_native(self, model, info, folder):
+        from peft import PeftModel
+
+        from peftbench.quantize import quantized_bits
+
+        for bits in quantized_bits(model):  # as in apply: peft's cue for its quantized layers
+            setattr(model, f"is_loaded_in_{bits}bit", True)
+        return PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+
     def base_name(self, key):
         for prefix in WRAPPER_PREFIXES:
             if key.startswith(prefix):

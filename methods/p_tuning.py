@@ -20,6 +20,7 @@ from peftbench.methods._peft import PromptMethod, input_prompt_unsupported, task
 
 @register_method("p_tuning")
 class PTuning(PromptMethod):
+    equal_length_batches = True  # peft drops position ids with input-embedding prompts
     description = "P-tuning: prompt embeddings from a trained LSTM+MLP prompt encoder (peft)"
     paper = "Liu et al., 2021, GPT Understands, Too, arXiv:2103.10385"
     defaults = {"lr": 1e-3, "num_virtual_tokens": 20, "encoder_hidden_size": 128, "encoder": "lstm"}

@@ -23,6 +23,7 @@ INITS = {"sample_vocab": "SAMPLE_VOCAB", "random": "RANDOM"}
 
 @register_method("prompt_tuning")
 class PromptTuning(PromptMethod):
+    equal_length_batches = True  # peft drops position ids with input-embedding prompts
     description = "Prompt tuning: trainable soft-prompt embeddings before the input (peft)"
     paper = "Lester et al., 2021, The Power of Scale for ... Prompt Tuning, arXiv:2104.08691"
     defaults = {"lr": 3e-2, "num_virtual_tokens": 20, "init": "sample_vocab"}
