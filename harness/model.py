@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftbench.task import Head
@@ -28,6 +29,10 @@ class ModelInfo:
     head: Head = Head.CLASSIFICATION
     """A sequence classifier on the backbone, or the pretrained language-model head
     (:class:`peftbench.task.Head`)."""
+    pooling: str | None = None
+    """What a classifier reads (:data:`peftbench.pooling.POOLINGS`): ``cls``, the first
+    position, or ``mean``, the mean of the unpadded positions; ``None`` for a language-model
+    head."""
 
 
 @dataclass
@@ -49,6 +54,10 @@ class ModelSource:
     def config(self, **overrides: Any) -> PretrainedConfig:
         raise NotImplementedError
 
+    def pooling(self) -> str:
+        """What this model's sequence classifier reads (:data:`peftbench.pooling.POOLINGS`)."""
+        return "cls"
+
     def tokenizer(self) -> PreTrainedTokenizerBase:
         raise NotImplementedError
 
@@ -68,7 +77,8 @@ class ModelSource:
         config = self.config(**head_config(head, num_labels))
         with torch.device("meta"):
             model = auto_class(head).from_config(config)
-        return LoadedModel(model, model_info(self.name, model, head=head), "config-only")
+        info = model_info(self.name, model, head=head, pooling=self.pooling())
+        return LoadedModel(model, info, "config-only")
 
 
 LOAD_DTYPES = ("float32", "bfloat16", "float16")
@@ -118,6 +128,7 @@ def model_info(
     model: nn.Module,
     newly_initialised: list[str] | None = None,
     head: Head = Head.CLASSIFICATION,
+    pooling: str = "cls",
 ) -> ModelInfo:
     """Describe ``model``. The task head is what the checkpoint did not provide
     (``newly_initialised``, from ``from_pretrained``'s loading info) plus, for a classifier,
@@ -142,6 +153,7 @@ def model_info(
             n.endswith(".bias") and n.startswith(prefix + ".") for n, _ in model.named_parameters()
         ),
         head=Head.of(head),
+        pooling=pooling if head == Head.CLASSIFICATION else None,
     )
 
 
@@ -149,8 +161,10 @@ class TransformersModel(ModelSource):
     """A model that ``transformers`` loads from a local folder or a hub id.
 
     ``config_overrides`` change the architecture at load time; for example
-    ``{"num_hidden_layers": 2}`` keeps the first two pretrained layers. Remote code is never
-    trusted unless ``trust_remote_code`` is set explicitly.
+    ``{"num_hidden_layers": 2}`` keeps the first two pretrained layers. ``pooling`` is what a
+    classifier reads (:data:`peftbench.pooling.POOLINGS`); ``None`` takes what a
+    sentence-transformers folder declares, else ``cls``. Remote code is never trusted unless
+    ``trust_remote_code`` is set explicitly.
     """
 
     def __init__(
@@ -160,7 +174,13 @@ class TransformersModel(ModelSource):
         tokenizer_key: str | None = None,
         config_overrides: dict[str, Any] | None = None,
         trust_remote_code: bool = False,
+        pooling: str | None = None,
     ) -> None:
+        from peftbench.pooling import POOLINGS
+
+        if pooling is not None and pooling not in POOLINGS:
+            raise ValueError(f"pooling={pooling!r}; valid: {', '.join(POOLINGS)}")
+        self._pooling = pooling
         self.location = location
         self.description = description or f"{location} (transformers)"
         self.tokenizer_key = tokenizer_key or location.replace("/", "--")
@@ -169,6 +189,16 @@ class TransformersModel(ModelSource):
 
     def path(self) -> str:
         return self.location
+
+    def pooling(self) -> str:
+        """What this model's classifier reads: the one given, else the folder's declaration
+        (sentence-transformers' pooling config), else ``cls``."""
+        from peftbench.pooling import sentence_transformers_pooling
+
+        if self._pooling is None:
+            path = Path(self.path())
+            self._pooling = (path.is_dir() and sentence_transformers_pooling(path)) or "cls"
+        return self._pooling
 
     def config(self, **overrides: Any) -> PretrainedConfig:
         from transformers import AutoConfig
@@ -198,7 +228,12 @@ class TransformersModel(ModelSource):
             **dtype_argument(dtype),
         )
         fresh = sorted({key.rsplit(".", 1)[0] for key in loading["missing_keys"]})
-        info = model_info(self.name, model, fresh, head)
+        pooling = self.pooling()
+        if head == Head.CLASSIFICATION and pooling == "mean":
+            from peftbench.pooling import pool_by_mean
+
+            pool_by_mean(model)
+        info = model_info(self.name, model, fresh, head, pooling)
         return LoadedModel(model, info, weights_fingerprint(model))
 
 

@@ -211,6 +211,7 @@ def _train_and_evaluate(
     record["provenance"]["model_fingerprint"] = loaded.fingerprint
     record["provenance"]["load_dtype"] = LOAD_DTYPE
     info = loaded.info
+    record["provenance"]["pooling"] = info.pooling
     reason = method.unsupported_reason(info)  # again: a model without a readable config
     if reason:
         raise Unsupported(reason)

@@ -5,7 +5,8 @@ p trainable embeddings are prepended to the input embeddings; nothing inside the
 Defaults: p=20 virtual tokens (the paper studies 1 to 150), initialised from embeddings of
 randomly sampled vocabulary tokens (the paper samples common tokens; ``init=random`` for
 Gaussian), lr 3e-2 (the paper uses 0.3 with Adafactor; 3e-2 suits AdamW). p·d parameters. A
-classifier reading the first position (BERT's pooler) reads the first virtual token.
+classifier reading the first position (``cls`` pooling) reads the first virtual token; one
+reading the mean (``mean``, the MiniLMs) averages the virtual tokens with the input's.
 Architectures: encoders, and decoders through their language-model head (causal-LM tasks); not
 decoder sequence classifiers (GPT-2, Llama, ...), which read the last non-padding token and
 cannot find it once peft passes embeddings instead of token ids.
