@@ -77,7 +77,8 @@ class ModelSource:
         config = self.config(**head_config(head, num_labels))
         with torch.device("meta"):
             model = auto_class(head).from_config(config)
-        info = model_info(self.name, model, head=head, pooling=self.pooling())
+        pooling = self.pooling() if Head.of(head) == Head.CLASSIFICATION else "cls"
+        info = model_info(self.name, model, head=head, pooling=pooling)
         return LoadedModel(model, info, "config-only")
 
 

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from torch import nn
 
 POOLINGS = ("cls", "mean")
-"""``cls``: the first position's state (transformers' default); ``mean``: the mean of the
+"""``cls``: the classifier's input as transformers builds it (a BERT-family model's first
+position through its pooler; a decoder's last non-padding token); ``mean``: the mean of the
 states of the positions the attention mask keeps."""
 
 

@@ -76,6 +76,9 @@ class SmolLM2(TransformersModel):
             ),
             tokenizer_key="smollm2",
             config_overrides={} if layers == LAYERS else {"num_hidden_layers": layers},
+            # The converted folder declares no pooling: transformers' own (the last token), and
+            # counting from the shipped config never needs the package or the conversion.
+            pooling="cls",
         )
 
     @staticmethod
