@@ -30,9 +30,8 @@ class ModelInfo:
     """A sequence classifier on the backbone, or the pretrained language-model head
     (:class:`peftbench.task.Head`)."""
     pooling: str | None = None
-    """What a classifier reads (:data:`peftbench.pooling.POOLINGS`): ``cls``, the first
-    position, or ``mean``, the mean of the unpadded positions; ``None`` for a language-model
-    head."""
+    """What a classifier reads (:data:`peftbench.pooling.POOLINGS`): ``cls``, transformers' own
+    input, or ``mean``, the mean of the unpadded positions; ``None`` for a language-model head."""
 
 
 @dataclass
@@ -77,7 +76,7 @@ class ModelSource:
         config = self.config(**head_config(head, num_labels))
         with torch.device("meta"):
             model = auto_class(head).from_config(config)
-        pooling = self.pooling() if Head.of(head) == Head.CLASSIFICATION else "cls"
+        pooling = self.pooling() if Head.of(head) == Head.CLASSIFICATION else None
         info = model_info(self.name, model, head=head, pooling=pooling)
         return LoadedModel(model, info, "config-only")
 
@@ -129,7 +128,7 @@ def model_info(
     model: nn.Module,
     newly_initialised: list[str] | None = None,
     head: Head = Head.CLASSIFICATION,
-    pooling: str = "cls",
+    pooling: str | None = "cls",
 ) -> ModelInfo:
     """Describe ``model``. The task head is what the checkpoint did not provide
     (``newly_initialised``, from ``from_pretrained``'s loading info) plus, for a classifier,
