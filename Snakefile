@@ -7,7 +7,7 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from peftbench.summary import MISSING, status_counts, summary_line
+from peftbench.reporting.summary import MISSING, status_counts, summary_line
 
 min_version("8.20")
 

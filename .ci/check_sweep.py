@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from peftbench.record import read_record
-from peftbench.sweep import plan_sweep
+from peftbench.planning.sweep import plan_sweep
+from peftbench.records.record import read_record
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,8 +25,8 @@ ALL_LINEAR = {
 
 def child(model: str) -> None:
     """Count one model and print the figures as JSON."""
-    from peftbench.params import count_model_method
-    from peftbench.registry import MODELS as REGISTRY
+    from peftbench.planning.counting import count_model_method
+    from peftbench.plugin.registry import MODELS as REGISTRY
 
     def count() -> dict:
         model_type = REGISTRY.get(model).config().model_type

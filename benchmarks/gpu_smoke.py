@@ -7,7 +7,7 @@ failed. The checks:
 
 * ``device``: the GPU's exact name is in the peak table (``measure.PEAK_FLOPS``), with its peaks;
 * ``select_device``: ``gpus=0`` is the CPU on a GPU host, ``gpus=1`` claims a GPU;
-* ``quantize int8/nf4``: layers quantized on the GPU (``peftbench.quantize``) match float32 after
+* ``quantize int8/nf4``: layers quantized on the GPU (``plugin.quantize``) match float32 after
   the model move ``accelerate.prepare`` makes, keep their scales on the GPU, and never hold the
   full-precision weights there (peak allocated memory); the old path (quantize on the CPU, then
   move) is reported as ``INFO``;
@@ -36,15 +36,15 @@ from pathlib import Path
 
 import torch
 
-from peftbench.measure import (
+from peftbench.planning.estimates import matmul_params
+from peftbench.plugin.model import ModelInfo, TransformersModel
+from peftbench.run.measure import (
     PEAK_FLOPS,
     LossWatch,
     StepTimer,
-    matmul_params,
     model_flops_utilisation,
     peak_flops,
 )
-from peftbench.model import ModelInfo, TransformersModel
 
 LLAMA_1B = {  # TinyLlama-1.1B's shape
     "vocab_size": 32000,
@@ -87,7 +87,7 @@ def check_device(device: str) -> list[Check]:
 
 
 def check_select_device() -> list[Check]:
-    from peftbench.device import select_device
+    from peftbench.run.device import select_device
 
     with tempfile.TemporaryDirectory() as locks:
         cpu, gpu = select_device(locks, gpus=0), select_device(locks, gpus=1, timeout=0)
@@ -105,7 +105,7 @@ def bare_info(layers: int, width: int) -> ModelInfo:
 
 
 def check_quantize(device: str, bits: int) -> list[Check]:
-    from peftbench.quantize import quantize_linears
+    from peftbench.plugin.quantize import quantize_linears
 
     layers, width = 16, 4096
     inputs = torch.randn(16, width, device=device) / width**0.5
@@ -253,7 +253,7 @@ def train(
 
 
 def check_mfu(device: str, steps: int, layers: int) -> list[Check]:
-    from peftbench.quantize import quantize_linears
+    from peftbench.plugin.quantize import quantize_linears
 
     name = torch.cuda.get_device_name(device)
     checks, counted = [], {}

@@ -32,9 +32,9 @@ def minimal_loop(model_name: str, steps: int, batch_size: int, max_length: int, 
     from transformers import DataCollatorWithPadding, set_seed
 
     from peftbench import MODELS
-    from peftbench.data import tokenize_task
-    from peftbench.measure import phase
-    from peftbench.runner import eval_subset
+    from peftbench.run.data import tokenize_task
+    from peftbench.run.measure import phase
+    from peftbench.run.runner import eval_subset
 
     torch.set_num_threads(1)
     source = MODELS.get(model_name)

@@ -1,4 +1,4 @@
-"""bf16 against fp32 training steps under the precision policy (peftbench.precision), one
+"""bf16 against fp32 training steps under the precision policy (peftbench.run.precision), one
 thread, same model, data and batches, configurations interleaved step by step in one process.
 Prints per method the median step time of fp32 and bf16 and their ratio; targets on minilm-l6
 on an AMX CPU: full >= 2.5, lora >= 2. ``--current`` adds the runner's pre-policy paths
@@ -27,12 +27,12 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from peftbench.data import tokenize_task
-from peftbench.params import adapt
-from peftbench.precision import Policy
-from peftbench.registry import METHODS, MODELS, TASKS
-from peftbench.runner import _loaders
-from peftbench.spec import resolve_hparams
+from peftbench.planning.counting import adapt
+from peftbench.planning.spec import resolve_hparams
+from peftbench.plugin.registry import METHODS, MODELS, TASKS
+from peftbench.run.data import tokenize_task
+from peftbench.run.precision import Policy
+from peftbench.run.runner import _loaders
 
 WARMUP = 3  # the runner's WARMUP_STEPS_EXCLUDED
 TIMING_TASK = "docstring-module"

@@ -18,7 +18,7 @@ from transformers.activations import ACT2FN
 from transformers.pytorch_utils import Conv1D
 
 from peftbench.methods._modules import LAYOUTS, transformer_layers
-from peftbench.model import ModelInfo
+from peftbench.plugin.model import ModelInfo
 
 
 def out_features(module: nn.Module) -> int:

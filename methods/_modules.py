@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from peftbench.method import Method
+from peftbench.plugin.method import Method
 
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu", "swish", "tanh")
 """Adapter nonlinearities (names in ``transformers.activations.ACT2FN``)."""
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from peftbench.model import ModelInfo
+    from peftbench.plugin.model import ModelInfo
 
 
 @dataclass(frozen=True)

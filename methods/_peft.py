@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from peftbench.method import Method
-from peftbench.task import Head
+from peftbench.plugin.method import Method
+from peftbench.plugin.task import Head
 
 if TYPE_CHECKING:
-    from peftbench.model import ModelInfo
+    from peftbench.plugin.model import ModelInfo
 
 REPARAMETRIZATIONS = ("transform", "mlp_head", "lstm_head")
 """peft's prompt-encoder modules that compute the prompt while training (prefix, P-tuning)."""
@@ -65,7 +65,7 @@ class PeftMethod(Method):
     def apply(self, model, hp, info):
         from peft import get_peft_model
 
-        from peftbench.quantize import quantized_bits
+        from peftbench.plugin.quantize import quantized_bits
 
         for bits in quantized_bits(model):
             # What transformers sets when it loads a quantized model: peft's cue for its layers.
@@ -85,7 +85,7 @@ class PeftMethod(Method):
     def load_native(self, model, info, folder):
         from peft import PeftModel
 
-        from peftbench.quantize import quantized_bits
+        from peftbench.plugin.quantize import quantized_bits
 
         for bits in quantized_bits(model):  # as in apply: peft's cue for its quantized layers
             setattr(model, f"is_loaded_in_{bits}bit", True)

@@ -8,7 +8,7 @@ short budget needs higher. Applies to any architecture with bias terms.
 from __future__ import annotations
 
 from peftbench import register_method
-from peftbench.method import Method
+from peftbench.plugin.method import Method
 
 
 @register_method("bitfit")

@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 
 from peftbench import register_method
-from peftbench.method import Method
 from peftbench.methods._modules import transformer_layers
+from peftbench.plugin.method import Method
 
 
 @register_method("freeze")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from peftbench import register_method
-from peftbench.method import Method
+from peftbench.plugin.method import Method
 
 
 @register_method("full")

@@ -17,13 +17,13 @@ import math
 from typing import TYPE_CHECKING
 
 from peftbench import register_method
-from peftbench.method import Method
 from peftbench.methods._modules import (
     ACTIVATIONS,
     LAYOUTS,
     freeze_all,
     transformer_layers,
 )
+from peftbench.plugin.method import Method
 
 if TYPE_CHECKING:
     from torch import nn

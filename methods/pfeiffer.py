@@ -15,13 +15,13 @@ from __future__ import annotations
 import math
 
 from peftbench import register_method
-from peftbench.method import Method
 from peftbench.methods._modules import (
     ACTIVATIONS,
     LAYOUTS,
     freeze_all,
     transformer_layers,
 )
+from peftbench.plugin.method import Method
 
 
 @register_method("pfeiffer")

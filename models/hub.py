@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from peftbench import MODELS
-from peftbench.model import TransformersModel
+from peftbench.plugin.model import TransformersModel
 
 PREFIX = "hf:"
 

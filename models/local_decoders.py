@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from peftbench import register_model
-from peftbench.model import (
+from peftbench.plugin.model import (
     LoadedModel,
     ModelSource,
     auto_class,
@@ -27,7 +27,7 @@ from peftbench.model import (
     model_info,
     weights_fingerprint,
 )
-from peftbench.task import Head
+from peftbench.plugin.task import Head
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase

@@ -9,7 +9,7 @@ truncated to their first 2 or 4 transformer layers.
 from __future__ import annotations
 
 from peftbench import register_model
-from peftbench.model import TransformersModel
+from peftbench.plugin.model import TransformersModel
 
 
 class MiniLM(TransformersModel):

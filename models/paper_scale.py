@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftbench import register_model
-from peftbench.model import TransformersModel
+from peftbench.plugin.model import TransformersModel
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig

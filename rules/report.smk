@@ -1,6 +1,6 @@
 # Aggregation (records -> one flat table) and rendering (table -> leaderboards, plots, tables).
 # The outputs flagged with report() also make up `snakemake --report report.html`.
-from peftbench.plots import PLOTS
+from peftbench.reporting.plots import PLOTS
 
 
 report: "report/workflow.rst"

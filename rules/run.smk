@@ -1,5 +1,5 @@
 # One job per model × method × task × grid setting × seed. Planning resolved every run once
-# (harness/sweep.py); rule spec writes it down as the run's spec.json, the only input of the
+# (harness/peftbench/planning/sweep.py); rule spec writes it down as the run's spec.json, the only input of the
 # run besides its tokenized data. Each run writes exactly one result record, atomically: a job
 # killed mid-way leaves no result.json, so the next invocation reruns it.
 
@@ -32,7 +32,7 @@ rule run:
         "../envs/peftbench.yaml"
     threads: config["threads_per_run"]
     resources:
-        # Derived from the model's size and the method (harness/sweep.py); SLURM reads them as
+        # Derived from the model's size and the method (harness/peftbench/planning/sweep.py); SLURM reads them as
         # --mem, --time and --gpus. A retried job (--retries) gets `attempt` times as much.
         mem_mb=lambda w, attempt: attempt * SWEEP.mem_mb(w.model, w.method, w.task, w.setting),
         runtime=lambda w, attempt: attempt * SWEEP.runtime_min(w.model, w.method, w.task, w.setting),

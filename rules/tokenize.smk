@@ -1,5 +1,5 @@
 # Tokenization, once per task × tokenizer × length, shared by every run that needs it. The folder
-# is written under a temporary name and renamed when complete (harness/data.py), so concurrent
+# is written under a temporary name and renamed when complete (harness/peftbench/run/data.py), so concurrent
 # runs only ever see a finished copy, and Snakemake schedules one job per folder.
 
 

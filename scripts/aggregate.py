@@ -4,7 +4,7 @@ from contextlib import redirect_stderr
 
 from snakemake.script import Snakemake
 
-from peftbench.aggregate import collect, write_table
+from peftbench.reporting.aggregate import collect, write_table
 
 
 def main(job: Snakemake) -> None:

@@ -5,7 +5,7 @@ from contextlib import redirect_stderr
 
 from snakemake.script import Snakemake
 
-from peftbench.param_table import write_param_table
+from peftbench.reporting.param_table import write_param_table
 
 
 def main(job: Snakemake) -> None:

@@ -5,7 +5,7 @@ from contextlib import redirect_stderr
 
 from snakemake.script import Snakemake
 
-from peftbench.report import write_reports
+from peftbench.reporting.report import write_reports
 
 
 def main(job: Snakemake) -> None:

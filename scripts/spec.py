@@ -6,7 +6,7 @@ from pathlib import Path
 
 from snakemake.script import Snakemake
 
-from peftbench.spec import RunSpec, write_spec
+from peftbench.planning.spec import RunSpec, write_spec
 
 
 def main(job: Snakemake) -> None:

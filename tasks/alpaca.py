@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench import register_task
-from peftbench.task import Head, Task, TaskDataError
+from peftbench.plugin.task import Head, Task, TaskDataError
 from peftbench.tasks.glue import read_utf8
 from peftbench.tasks.jsonfiles import folder_problems, string_fields
 from peftbench.tasks.stdlib_docs import _bucket

@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 
 from peftbench import register_task
-from peftbench.task import Task, TaskDataError
+from peftbench.plugin.task import Task, TaskDataError
 
 HUB_DATASET = "nyu-mll/glue"
 SPLIT_FILES = {"train": "train.tsv", "validation": "validation.tsv"}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench import register_task
-from peftbench.task import Head, Task, TaskDataError
+from peftbench.plugin.task import Head, Task, TaskDataError
 from peftbench.tasks.jsonfiles import folder_problems, read_jsonl
 
 HUB_DATASET = ("openai/gsm8k", "main")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from peftbench.task import TaskDataError
+from peftbench.plugin.task import TaskDataError
 from peftbench.tasks.glue import read_utf8
 
 

@@ -25,7 +25,7 @@ from functools import cache
 from pathlib import Path
 
 from peftbench import register_task
-from peftbench.task import Head, Task
+from peftbench.plugin.task import Head, Task
 
 MODULE_CLASSES: dict[str, tuple[str, ...]] = {
     "asyncio": ("asyncio",),

@@ -17,7 +17,7 @@ from collections import Counter
 from typing import Any
 
 from peftbench import register_task
-from peftbench.task import Head, Task
+from peftbench.plugin.task import Head, Task
 from peftbench.tasks.stdlib_docs import _bucket, documented_definitions
 
 SIZE = 2000

@@ -9,8 +9,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from peftbench import runner
-from peftbench.artifacts import (
+from peftbench.planning.spec import resolve_spec
+from peftbench.plugin.registry import MODELS, TASKS
+from peftbench.records.predictions import PREDICTIONS_FILE, read_predictions
+from peftbench.records.record import read_record
+from peftbench.run import runner
+from peftbench.run.artifacts import (
     ARTIFACT_DIR,
     HEAD_FILE,
     INFO_FILE,
@@ -18,11 +22,7 @@ from peftbench.artifacts import (
     ArtifactError,
     load_artifact,
 )
-from peftbench.predictions import PREDICTIONS_FILE, read_predictions
-from peftbench.record import read_record
-from peftbench.registry import MODELS, TASKS
-from peftbench.runner import _load_data, _loaders, _predict, execute
-from peftbench.spec import resolve_spec
+from peftbench.run.runner import _load_data, _loaders, _predict, execute
 
 TINY = {"steps": 3, "batch_size": 8, "max_length": 32, "max_eval_examples": 32}
 CASES = [

@@ -15,9 +15,9 @@ from peftbench.cli import (
     main,
     method_hparam_help,
 )
-from peftbench.measure import format_duration
-from peftbench.registry import METHODS
-from peftbench.spec import TRAINING_DEFAULTS
+from peftbench.planning.spec import TRAINING_DEFAULTS
+from peftbench.plugin.registry import METHODS
+from peftbench.run.measure import format_duration
 from tests.conftest import run_cli
 
 HEAVY = ("torch", "transformers", "peft", "datasets", "accelerate", "bitsandbytes")
@@ -107,7 +107,7 @@ def test_run_help_ends_with_the_training_hyperparameters():
 def test_non_actionable_library_notices_are_dropped_and_others_kept():
     code = (
         "import logging, warnings\n"
-        "from peftbench.console import configure_output\n"
+        "from peftbench.cli.console import configure_output\n"
         "configure_output(library_warnings={})\n"
         "ops = logging.getLogger('bitsandbytes.backends.cpu.ops')\n"
         "ops.warning('Failed to load CPU gemm_4bit_forward from kernels-community: x')\n"
@@ -117,7 +117,7 @@ def test_non_actionable_library_notices_are_dropped_and_others_kept():
         "warnings.warn_explicit('old is deprecated', FutureWarning, 'm.py', 1,"
         " module='transformers.modeling_utils')\n"
         "warnings.warn_explicit('ours changes', FutureWarning, 'm.py', 1, module='userlib')\n"
-        "logging.getLogger('peftbench.runner').info('step 1/1')\n"
+        "logging.getLogger('peftbench.run.runner').info('step 1/1')\n"
     )
     quiet = python(code.format(False)).stderr
     assert "kernels-community" not in quiet and "without GPU support" not in quiet
@@ -137,7 +137,7 @@ def test_run_logs_phases_and_progress(tmp_path):
     log = result.stderr
     for name in ("load", "train", "eval", "dev"):
         assert f"phase {name} started" in log and f"phase {name} done in " in log
-    steps = [line for line in log.splitlines() if "peftbench.runner: step " in line]
+    steps = [line for line in log.splitlines() if "peftbench.run.runner: step " in line]
     assert [line.split("step ")[1].split()[0] for line in steps] == ["1/4", "2/4", "3/4", "4/4"]
     assert all(
         " loss " in line and " samples/s " in line and " elapsed " in line and " eta " in line

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from peftbench.record import read_record
-from peftbench.sweep import plan_sweep
+from peftbench.planning.sweep import plan_sweep
+from peftbench.records.record import read_record
 from tests.conftest import REPO, run_snakemake
 
 FAKE_SLURM = '''
@@ -200,7 +200,7 @@ def test_a_job_slurm_killed_reruns_with_twice_the_memory_and_time(
 
 def test_resources_grow_with_model_size_and_method():
     """On the meta device (no weights): a bigger model and full fine-tuning ask for more."""
-    from peftbench.sweep import estimate_resources, footprint
+    from peftbench.planning.sweep import estimate_resources, footprint
 
     hp = {
         "steps": 100,

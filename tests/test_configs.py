@@ -8,7 +8,7 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from peftbench.sweep import plan_sweep
+from peftbench.planning.sweep import plan_sweep
 
 CONFIGS = Path(__file__).resolve().parents[1] / "config"
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from peftbench import codehash
-from peftbench.data import DEV_MAX_EXAMPLES, carve_dev, dev_examples, train_examples
-from peftbench.registry import METHODS, MODELS, TASKS
-from peftbench.sweep import plan_sweep
+from peftbench.planning import codehash
+from peftbench.planning.splits import DEV_MAX_EXAMPLES, dev_examples, train_examples
+from peftbench.planning.sweep import plan_sweep
+from peftbench.plugin.registry import METHODS, MODELS, TASKS
+from peftbench.run.data import carve_dev
 
 # The dev split ---------------------------------------------------------------------------
 
@@ -50,7 +51,7 @@ def test_the_dev_split_is_capped():
 def test_every_seed_and_setting_of_a_sweep_reads_one_tokenization():
     """Runs differ by seed and setting but share the tokenized folder (and so the dev split):
     its path is a function of the tokenizer, task and max_length only."""
-    from peftbench.spec import RunSpec
+    from peftbench.planning.spec import RunSpec
 
     sweep = plan_sweep(
         {
@@ -90,7 +91,28 @@ def edit(path: Path) -> None:
     path.write_text(path.read_text() + "\n# edited\n")
 
 
-@pytest.mark.parametrize("module", ["runner.py", "data.py", "spec.py", "measure.py"])
+def layer_files(reporting: bool) -> list[str]:
+    """Every file of the run layers, or of the reporting layers, as a path in the package."""
+    root = codehash.HARNESS_DIR
+    return [
+        str(path.relative_to(root))
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and not (root / path.relative_to(root).parts[0]).is_symlink()  # the linked plugin folders
+        and (path.relative_to(root).parts[0] in ("reporting", "cli")) == reporting
+    ]
+
+
+def test_every_harness_file_is_in_exactly_one_hash():
+    run_files, reporting_files = layer_files(False), layer_files(True)
+    assert "run/runner.py" in run_files and "planning/spec.py" in run_files
+    assert "reporting/stats.py" in reporting_files and "reporting/summary.py" in reporting_files
+    assert "cli/__init__.py" in reporting_files
+    assert not set(run_files) & set(reporting_files)
+
+
+@pytest.mark.parametrize("module", layer_files(reporting=False))
 def test_editing_run_code_changes_every_run_hash_and_not_the_reporting_one(harness_copy, module):
     runs, reporting = hashes()
     edit(harness_copy / module)
@@ -99,7 +121,7 @@ def test_editing_run_code_changes_every_run_hash_and_not_the_reporting_one(harne
     assert edited_reporting == reporting
 
 
-@pytest.mark.parametrize("module", ["aggregate.py", "report.py", "plots.py", "cli.py"])
+@pytest.mark.parametrize("module", layer_files(reporting=True))
 def test_editing_reporting_code_changes_only_the_reporting_hash(harness_copy, module):
     runs, reporting = hashes()
     edit(harness_copy / module)

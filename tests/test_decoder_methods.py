@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from peftbench import METHODS, MODELS
-from peftbench.model import LoadedModel
-from peftbench.params import adapt
-from peftbench.quantize import BITS, quantize_linears
-from peftbench.runner import execute
-from peftbench.spec import resolve_hparams, resolve_spec
-from peftbench.task import Head
+from peftbench.planning.counting import adapt
+from peftbench.planning.spec import resolve_hparams, resolve_spec
+from peftbench.plugin.model import LoadedModel
+from peftbench.plugin.quantize import BITS, quantize_linears
+from peftbench.plugin.task import Head
+from peftbench.run.runner import execute
 
 torch.set_num_threads(1)
 

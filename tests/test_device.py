@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from peftbench import device
-from peftbench.device import (
+from peftbench.run import device
+from peftbench.run.device import (
     DeviceRequestError,
     DevicesBusyError,
     claim_device,

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from peftbench.params import count_model_method
+from peftbench.planning.counting import count_model_method
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "parameters.md"
 TABLE_HEADER = "| model | method | settings | key | value | closed form |"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from peftbench.record import read_record
+from peftbench.records.record import read_record
 from tests.conftest import REPO, run_cli, run_snakemake
 from tests.conftest import write_config as write_tiny_config
 
@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from peftbench import register_method
-from peftbench.method import Method
+from peftbench.plugin.method import Method
 
 
 class Failing(Method):
@@ -206,8 +206,8 @@ def test_an_import_error_fails_the_sweep_loudly_and_writes_no_record(plugin_env,
 
 
 def test_a_quantized_run_without_bitsandbytes_is_unsupported(tmp_path, monkeypatch):
-    from peftbench.runner import execute
-    from peftbench.spec import resolve_spec
+    from peftbench.planning.spec import resolve_spec
+    from peftbench.run.runner import execute
 
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes now fails
     spec = resolve_spec(
@@ -224,8 +224,8 @@ def test_a_quantized_run_without_bitsandbytes_is_unsupported(tmp_path, monkeypat
 def test_a_full_precision_run_needs_no_bitsandbytes(tmp_path, monkeypatch):
     """The quickstart's failure: without bitsandbytes every run, full fine-tuning included,
     was recorded ``failed``. Only the quantized precisions need it."""
-    from peftbench.runner import execute
-    from peftbench.spec import resolve_spec
+    from peftbench.planning.spec import resolve_spec
+    from peftbench.run.runner import execute
 
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)
     spec = resolve_spec(
@@ -254,7 +254,7 @@ def test_a_full_precision_run_needs_no_bitsandbytes(tmp_path, monkeypatch):
         ({"grid": {"vera": {"lr": [1e-3]}}}, ["grid: method 'vera' is not in methods", "lora"]),
         ({"grid": {"lora": {"rank": [4, 8]}}}, ["unknown hyperparameter 'rank'", "valid:"]),
         ({"grid": {"lora": {"max_length": [32]}}}, ["max_length cannot vary"]),
-        # Found on the meta-device build of each run (harness/feasibility.py):
+        # Found on the meta-device build of each run (harness/peftbench/planning/feasibility.py):
         ({"method_hparams": {"lora": {"r": -4}}}, ["lora", "r", "-4"]),
         (
             {"methods": ["p_tuning"], "method_hparams": {"p_tuning": {"encoder": "gru"}}},
@@ -339,8 +339,8 @@ def hub_calls(monkeypatch) -> list[tuple[str, dict]]:
 
 
 def test_hub_models_never_trust_remote_code_unless_configured(hub_calls):
-    from peftbench.model import TransformersModel
-    from peftbench.registry import MODELS
+    from peftbench.plugin.model import TransformersModel
+    from peftbench.plugin.registry import MODELS
 
     source = MODELS.get("hf:someone/some-model")
     source.config()

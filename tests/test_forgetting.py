@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peftbench.forgetting import (
+from peftbench.plugin.registry import METHODS, MODELS, TASKS
+from peftbench.plugin.task import Head
+from peftbench.run.forgetting import (
     MAX_LENGTH,
     SAMPLE_TEXTS,
     encode,
@@ -15,8 +17,6 @@ from peftbench.forgetting import (
     general_text_sample,
     mean_cross_entropy,
 )
-from peftbench.registry import METHODS, MODELS, TASKS
-from peftbench.task import Head
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peftbench.generation import (
+from peftbench.plugin.registry import METHODS, MODELS
+from peftbench.plugin.task import Head
+from peftbench.run.generation import (
     cut,
     generate,
     serving_latency,
     serving_prompts,
     serving_record,
 )
-from peftbench.registry import METHODS, MODELS
-from peftbench.task import Head
 
 TEXTS = [
     "the quick brown fox jumps over",

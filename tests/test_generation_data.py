@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from peftbench import MODELS
-from peftbench.data import carve_dev, encode_generation, end_token, prompt_tokens
-from peftbench.task import Head, Task
+from peftbench.plugin.task import Head, Task
+from peftbench.run.data import carve_dev, encode_generation, end_token, prompt_tokens
 
 ROWS = {
     "question": ["What is two plus two?", "Name the capital of France, please."],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from peftbench.metrics import baseline_metrics, compute_metrics, load_metric, metric
+from peftbench.plugin.metrics import baseline_metrics, compute_metrics, load_metric, metric
 
 
 def test_exact_match_strips_and_optionally_ignores_case():

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from peftbench.predictions import PREDICTIONS_FILE, read_predictions
-from peftbench.record import read_record
-from peftbench.runner import GENERATIONS_FILE, execute
-from peftbench.spec import resolve_spec
+from peftbench.planning.spec import resolve_spec
+from peftbench.records.predictions import PREDICTIONS_FILE, read_predictions
+from peftbench.records.record import read_record
+from peftbench.run.runner import GENERATIONS_FILE, execute
 
 EXAMPLES = 6
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from peftbench import TASKS
-from peftbench.feasibility import task_problems
-from peftbench.metrics import baseline_metrics
-from peftbench.task import Head, TaskDataError, content_fingerprint
+from peftbench.planning.feasibility import task_problems
+from peftbench.plugin.metrics import baseline_metrics
+from peftbench.plugin.task import Head, TaskDataError, content_fingerprint
 from tests.conftest import REPO
 
 DATA = REPO / "tests" / "data"

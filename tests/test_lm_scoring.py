@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peftbench.data import tokenize_task
-from peftbench.lm_scoring import answer_log_likelihoods
-from peftbench.registry import TASKS
+from peftbench.plugin.registry import TASKS
+from peftbench.run.data import tokenize_task
+from peftbench.run.lm_scoring import answer_log_likelihoods
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_prompted_tasks_keep_the_question_and_the_answer_within_max_length():
         assert ids[length:] == answers[row["class_label"]]
         assert labels == [-100] * length + answers[row["class_label"]]
     cue = data["validation"][0]["input_ids"][: data["validation"][0]["prompt_length"]]
-    from peftbench.registry import MODELS
+    from peftbench.plugin.registry import MODELS
 
     assert MODELS.get("tiny-gpt2").tokenizer().decode(cue).endswith("documents it :")
 

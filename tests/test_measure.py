@@ -10,14 +10,14 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from peftbench import measure
-from peftbench.measure import (
+from peftbench.planning.estimates import matmul_params
+from peftbench.run import measure
+from peftbench.run.measure import (
     PEAK_FLOPS,
     TFLOP,
     LossWatch,
     NonFiniteLoss,
     StepTimer,
-    matmul_params,
     peak_flops,
 )
 
@@ -108,8 +108,8 @@ def test_four_bit_weights_count_their_logical_elements():
     pytest.importorskip("bitsandbytes")
     from peft import LoraConfig, get_peft_model
 
-    from peftbench.model import model_info
-    from peftbench.quantize import quantize_linears
+    from peftbench.plugin.model import model_info
+    from peftbench.plugin.quantize import quantize_linears
 
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
     full = get_peft_model(decoder(LLAMA, tied=True), lora)

@@ -16,9 +16,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from peftbench import METHODS, MODELS, TASKS
-from peftbench.method import Method, is_head
 from peftbench.methods._modules import LAYOUTS
-from peftbench.model import ModelInfo, model_info
+from peftbench.plugin.method import Method, is_head
+from peftbench.plugin.model import ModelInfo, model_info
 
 torch.set_num_threads(2)
 

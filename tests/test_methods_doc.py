@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from peftbench import METHODS
-from peftbench.methods_doc import render
+from peftbench.reporting.methods_doc import render
 from tests.conftest import REPO
 
 
@@ -15,7 +15,7 @@ def test_methods_doc_is_up_to_date():
     if foreign:
         pytest.skip(f"third-party methods installed: {foreign}")
     assert (REPO / "docs" / "methods.md").read_text() == render(), (
-        "regenerate: python -m peftbench.methods_doc docs/methods.md"
+        "regenerate: python -m peftbench.reporting.methods_doc docs/methods.md"
     )
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import peftbench
-from peftbench import metrics
-from peftbench.metrics import (
+from peftbench.plugin import metrics
+from peftbench.plugin.metrics import (
     SHIPPED,
     chance_metrics,
     compute_metrics,

@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from peftbench.model import LOAD_DTYPES, TransformersModel, torch_dtype
-from peftbench.task import Head
+from peftbench.plugin.model import LOAD_DTYPES, TransformersModel, torch_dtype
+from peftbench.plugin.task import Head
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 
 from peftbench import MODELS
-from peftbench.model import TransformersModel
+from peftbench.plugin.model import TransformersModel
 
 
 def test_minilm_sizes_share_the_pretrained_weights():

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from peftbench import device, distributed
-from peftbench.device import DeviceRequestError, DevicesBusyError, claim_device, lock_folder
-from peftbench.predictions import PREDICTIONS_FILE
-from peftbench.record import read_record
-from peftbench.spec import SPEC_FILE, SpecError, resolve_spec, write_spec
+from peftbench.planning.spec import SPEC_FILE, SpecError, resolve_spec, write_spec
+from peftbench.records.predictions import PREDICTIONS_FILE
+from peftbench.records.record import read_record
+from peftbench.run import device, distributed
+from peftbench.run.device import DeviceRequestError, DevicesBusyError, claim_device, lock_folder
 
 TINY = {"steps": 4, "batch_size": 8, "max_length": 32, "max_eval_examples": 32}
 

@@ -13,10 +13,7 @@ from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
 from peftbench import METHODS
-from peftbench.method import Method
-from peftbench.model import model_info
-from peftbench.param_table import main
-from peftbench.params import (
+from peftbench.planning.counting import (
     NotApplicableError,
     adapt,
     changed_elements,
@@ -28,8 +25,11 @@ from peftbench.params import (
     numel,
     snapshot_base,
 )
-from peftbench.registry import MODELS
-from peftbench.spec import SpecError, resolve_hparams
+from peftbench.planning.spec import SpecError, resolve_hparams
+from peftbench.plugin.method import Method
+from peftbench.plugin.model import model_info
+from peftbench.plugin.registry import MODELS
+from peftbench.reporting.param_table import main
 
 V, P, T, D, F, L, LABELS = 100, 64, 2, 32, 64, 2, 2  # vocab, positions, types, width, ffn, layers
 HEAD = D * LABELS + LABELS  # BertForSequenceClassification's classifier

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from peftbench.record import read_record
+from peftbench.records.record import read_record
 from tests.conftest import REPO, run_cli, run_snakemake
 
 EXAMPLE = REPO / "examples" / "peftbench-layernorm"

@@ -10,9 +10,9 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from peftbench import MODELS
-from peftbench.model import TransformersModel, model_info
-from peftbench.pooling import pool_by_mean, sentence_transformers_pooling
-from peftbench.task import Head
+from peftbench.plugin.model import TransformersModel, model_info
+from peftbench.plugin.pooling import pool_by_mean, sentence_transformers_pooling
+from peftbench.plugin.task import Head
 
 
 def tiny_bert() -> BertForSequenceClassification:
@@ -63,7 +63,7 @@ def test_cls_and_mean_differ_and_a_copy_keeps_its_own_mask():
 
 def test_a_longer_mask_is_aligned_on_the_last_positions():
     # Prefix tuning passes a mask over prefix + input positions, and states of the input only.
-    from peftbench.pooling import _masked_mean
+    from peftbench.plugin.pooling import _masked_mean
 
     states = torch.arange(6.0).reshape(1, 3, 2)
     mask = torch.tensor([[1, 1, 1, 1, 0]])  # two prefix positions, then the input's 1, 1, 0

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook
 
-from peftbench.runner import execute
-from peftbench.spec import resolve_spec
+from peftbench.planning.spec import resolve_spec
+from peftbench.run.runner import execute
 
 TINY = {"steps": 4, "batch_size": 8, "max_length": 32, "max_eval_examples": 32}
 TRAIN, EVAL = True, False  # whether autograd records the forward
@@ -67,7 +67,7 @@ def test_lora_trains_at_every_cpu_precision(tmp_path, fp32_run, precision):
     # bf16 is autocast: every linear layer multiplies in bf16, in training and evaluation, so
     # the losses differ from fp32's (same seed and data); the trainable (master) weights,
     # their gradients and AdamW's state stay in fp32, the frozen base is stored in bf16
-    # (peftbench.precision). Quantized bases dequantize to the fp32 compute dtype.
+    # (peftbench.run.precision). Quantized bases dequantize to the fp32 compute dtype.
     compute = torch.bfloat16 if precision == "bf16" else torch.float32
     assert set(dtypes) == {(TRAIN, compute), (EVAL, compute)}
     if precision == "bf16":

@@ -1,4 +1,4 @@
-"""The precision policy (peftbench.precision): auto detection, storage dtypes, master weights.
+"""The precision policy (peftbench.run.precision): auto detection, storage dtypes, master weights.
 CPU-only logic; speed is measured by benchmarks/precision.py, not here."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from peftbench.precision import Policy, cpu_flags, resolve_auto
+from peftbench.run.precision import Policy, cpu_flags, resolve_auto
 
 CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel

@@ -1,4 +1,4 @@
-"""Quantizing on the run's device (harness/quantize.py), on the CPU: outputs close to
+"""Quantizing on the run's device (peftbench/plugin/quantize.py), on the CPU: outputs close to
 float32, unchanged by the model move that ``accelerate.prepare`` makes afterwards (no second
 quantization), tied heads left tied, and the meta-device build for counting."""
 
@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peftbench.params import numel
-from peftbench.registry import MODELS
-from peftbench.task import Head
+from peftbench.planning.counting import numel
+from peftbench.plugin.registry import MODELS
+from peftbench.plugin.task import Head
 
 bnb = pytest.importorskip("bitsandbytes")
 
-from peftbench.quantize import quantize_linears, quantized_layer  # noqa: E402
+from peftbench.plugin.quantize import quantize_linears, quantized_layer  # noqa: E402
 
 TOLERANCE = {8: 0.05, 4: 0.2}
 """Relative error of a quantized layer's output against float32 (LLM.int8(), NF4)."""

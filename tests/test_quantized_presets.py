@@ -8,9 +8,9 @@ import ast
 
 import pytest
 
-from peftbench.params import count_model_method
-from peftbench.runner import execute
-from peftbench.spec import resolve_spec
+from peftbench.planning.counting import count_model_method
+from peftbench.planning.spec import resolve_spec
+from peftbench.run.runner import execute
 from tests.conftest import REPO
 
 TINY = {"steps": 4, "batch_size": 8, "max_length": 32, "max_eval_examples": 32}

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from peftbench.record import RecordError, read_record, write_record
-from peftbench.runner import empty_record
-from peftbench.spec import resolve_spec
+from peftbench.planning.spec import resolve_spec
+from peftbench.records.record import RecordError, read_record, write_record
+from peftbench.run.runner import empty_record
 
 
 def make_record():
@@ -67,7 +67,7 @@ def test_every_measurement_field_is_spelled_out(tmp_path, section, field, value,
 def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
     import os
 
-    from peftbench.files import write_text_atomic
+    from peftbench.records.files import write_text_atomic
 
     target = tmp_path / "reports" / "leaderboard.md"
     write_text_atomic(target, "old\n")

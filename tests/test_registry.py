@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from peftbench import METHODS, MODELS, TASKS
-from peftbench.registry import Registry, UnknownNameError
+from peftbench.plugin.registry import Registry, UnknownNameError
 from tests.conftest import run_cli
 
 

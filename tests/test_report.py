@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from peftbench.aggregate import (
+from peftbench.records.predictions import write_predictions
+from peftbench.records.record import validate_record, write_record
+from peftbench.reporting.aggregate import (
     above_chance_p,
     cell_predictions,
     collect,
@@ -32,11 +34,9 @@ from peftbench.aggregate import (
     with_intervals,
     write_table,
 )
-from peftbench.plots import PLOTS
-from peftbench.predictions import write_predictions
-from peftbench.record import validate_record, write_record
-from peftbench.report import fmt_score, md_escape, write_reports
-from peftbench.stats import wilson_interval
+from peftbench.reporting.plots import PLOTS
+from peftbench.reporting.report import fmt_score, md_escape, write_reports
+from peftbench.reporting.stats import wilson_interval
 from tests.conftest import run_snakemake
 
 EVIL = "<script>alert(1)</script>"
@@ -555,7 +555,7 @@ def test_snakemake_report_on_a_tiny_sweep(tmp_path):
 
 
 def test_a_lower_is_better_metric_selects_and_normalises_the_other_way(monkeypatch):
-    from peftbench import metrics
+    from peftbench.plugin import metrics
 
     monkeypatch.setitem(metrics.METRICS, "error_rate", metrics.Metric("error_rate", False, 0, 1))
     records = []
@@ -576,7 +576,7 @@ def test_a_lower_is_better_metric_selects_and_normalises_the_other_way(monkeypat
 
 
 def test_an_undeclared_metric_is_refused_naming_the_declared_ones():
-    from peftbench.metrics import metric, register_metric
+    from peftbench.plugin.metrics import metric, register_metric
 
     with pytest.raises(ValueError, match="'bleu' has no declared direction; declared: accuracy"):
         metric("bleu")
@@ -686,7 +686,7 @@ def generation_record(
 ) -> dict:
     """A schema-1.2 record of a tiny-llama generation run: ``serving`` is the unmerged and the
     merged seconds per token (None: the method does not merge)."""
-    from peftbench.generation import serving_record
+    from peftbench.run.generation import serving_record
 
     record = make_record("minilm-l2", method, "docstring-match", seed)
     metric, baseline = GENERATION[task]

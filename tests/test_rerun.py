@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from peftbench.cli import build_parser
-from peftbench.record import read_record
+from peftbench.records.record import read_record
 from tests.conftest import REPO, run_cli, run_snakemake
 from tests.test_faults import FAULTY_METHODS, PLUGIN_PACKAGE, on_pythonpath, write_plugin
 

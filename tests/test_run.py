@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from peftbench.record import read_record
-from peftbench.runner import execute
-from peftbench.spec import resolve_spec
+from peftbench.planning.spec import resolve_spec
+from peftbench.records.record import read_record
+from peftbench.run.runner import execute
 
 TINY = {"steps": 4, "batch_size": 8, "max_length": 32, "max_eval_examples": 48}
 TIMING_KEYS = ("timing", "throughput", "memory")
@@ -84,10 +84,10 @@ def test_deep_prefix_methods_run_on_a_decoder(tmp_path):
 
 @pytest.mark.parametrize("method", ["prompt_tuning", "lora"])
 def test_head_lr_gives_the_task_head_its_own_rate(method):
-    from peftbench.params import adapt
-    from peftbench.registry import METHODS, MODELS
-    from peftbench.runner import _param_groups
-    from peftbench.spec import resolve_hparams
+    from peftbench.planning.counting import adapt
+    from peftbench.planning.spec import resolve_hparams
+    from peftbench.plugin.registry import METHODS, MODELS
+    from peftbench.run.runner import _param_groups
 
     loaded = MODELS.get("minilm-l2").load(num_labels=2)
     hp = resolve_hparams(method, {"head_lr": 1e-3})
@@ -105,7 +105,7 @@ def test_head_lr_gives_the_task_head_its_own_rate(method):
 def test_max_eval_examples_draws_the_same_sample_of_every_class():
     from datasets import Dataset
 
-    from peftbench.runner import eval_subset
+    from peftbench.run.runner import eval_subset
 
     ordered = Dataset.from_dict({"labels": [c for c in range(10) for _ in range(50)]})  # by class
     sample = eval_subset(ordered, 64)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-import peftbench.convert
+import peftbench.plugin.convert
 from peftbench import MODELS
-from peftbench.convert import CACHE_ENV, META_FILE, read_meta, sha256_file
 from peftbench.models import smollm2
-from peftbench.task import Head
+from peftbench.plugin.convert import CACHE_ENV, META_FILE, read_meta, sha256_file
+from peftbench.plugin.task import Head
 from tests.conftest import REPO, run_cli
 
 TOTAL = 134_515_008
@@ -58,7 +58,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     workdir = tmp_path_factory.mktemp("convert")
     (workdir / "Snakefile").write_text(
         "import shlex, sys\n"
-        "from peftbench.registry import MODELS\n"
+        "from peftbench.plugin.registry import MODELS\n"
         "config = {'models': ['smollm2-135m-l2']}\n"
         "RESULTS = 'results'\n"
         "PYTHON = shlex.quote(sys.executable)\n"
@@ -146,7 +146,7 @@ def test_a_changed_source_is_converted_again(cache, monkeypatch):
         calls.append((gguf, out, sha))
         (out / META_FILE).write_text(json.dumps(meta))
 
-    monkeypatch.setattr(peftbench.convert, "convert_gguf", convert)
+    monkeypatch.setattr(peftbench.plugin.convert, "convert_gguf", convert)
     (cache / META_FILE).write_text(json.dumps({**meta, "source_sha256": "sha256:other"}))
     assert Path(MODELS.get("smollm2-135m-l2").path()) == cache
     assert calls == [(smollm2.gguf_path(), cache, meta["source_sha256"])]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from peftbench.spec import (
+from peftbench.planning.spec import (
     RunSpec,
     SpecError,
     parse_assignments,
@@ -55,7 +55,7 @@ def test_parse_assignments():
 
 
 def test_grid_points_cross_the_axes_in_name_order():
-    from peftbench.grid import grid_points, setting_label
+    from peftbench.planning.grid import grid_points, setting_label
 
     points = grid_points({"r": [4, 8], "lr": [1e-3, 5e-3]})
     assert points == [
@@ -69,7 +69,7 @@ def test_grid_points_cross_the_axes_in_name_order():
 
 
 def test_setting_labels_are_folder_safe_and_unique():
-    from peftbench.grid import LABEL, setting_label
+    from peftbench.planning.grid import LABEL, setting_label
 
     a = setting_label({"target_modules": "query value"})
     b = setting_label({"target_modules": "query/value"})
@@ -83,7 +83,7 @@ def test_a_bad_setting_label_is_refused_with_the_allowed_characters():
 
 
 def test_a_grid_sweep_plans_one_run_per_setting_with_its_values():
-    from peftbench.sweep import plan_sweep
+    from peftbench.planning.sweep import plan_sweep
 
     config = {
         "models": ["minilm-l2"],

@@ -1,5 +1,5 @@
-"""Statistics (harness/stats.py) against hand-computed values, and the predictions files
-(harness/predictions.py) they read."""
+"""Statistics (reporting/stats.py) against hand-computed values, and the predictions files
+(harness/peftbench/records/predictions.py) they read."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import matthews_corrcoef
 
-from peftbench.predictions import (
+from peftbench.records.predictions import (
     PREDICTIONS_FILE,
     PredictionsError,
     predictions_beside,
     read_predictions,
     write_predictions,
 )
-from peftbench.stats import (
+from peftbench.reporting.stats import (
     CellPredictions,
     cell_resamples,
     compare,

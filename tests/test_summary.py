@@ -1,11 +1,11 @@
-"""The status line a sweep ends with (harness/summary.py)."""
+"""The status line a sweep ends with (harness/peftbench/reporting/summary.py)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from peftbench.summary import MISSING, status_counts, summary_line
+from peftbench.reporting.summary import MISSING, status_counts, summary_line
 
 
 def write_status(path: Path, code: str) -> Path:

@@ -10,9 +10,9 @@ import pytest
 from conftest import TINY_BUDGET, run_cli, run_snakemake, write_config
 
 from peftbench import TASKS
-from peftbench.data import tokenize_task
-from peftbench.sweep import SweepError, plan_sweep
-from peftbench.task import TaskDataError
+from peftbench.planning.sweep import SweepError, plan_sweep
+from peftbench.plugin.task import TaskDataError
+from peftbench.run.data import tokenize_task
 
 RTE_HEADER = "index\tsentence1\tsentence2\tlabel\n"
 RTE_ROWS = "0\tA cat sat.\tA cat sits.\tentailment\n1\tIt rains.\tIt is dry.\tnot_entailment\n"

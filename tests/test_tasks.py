@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from peftbench import TASKS
-from peftbench.task import TaskDataError, content_fingerprint
+from peftbench.plugin.task import TaskDataError, content_fingerprint
 
 
 @pytest.mark.parametrize("name", ["docstring-module", "docstring-match"])

@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from peftbench.aggregate import collect, write_table
-from peftbench.runner import execute
-from peftbench.spec import resolve_spec
-from peftbench.verify import verify
+from peftbench.planning.spec import resolve_spec
+from peftbench.reporting.aggregate import collect, write_table
+from peftbench.reporting.verify import verify
+from peftbench.run.runner import execute
 from tests.conftest import run_cli
 
 TINY = {"steps": 2, "batch_size": 4, "max_length": 16, "max_eval_examples": 16}

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from peftbench.predictions import read_predictions
-from peftbench.record import read_record
-from peftbench.spec import read_spec
+from peftbench.planning.spec import read_spec
+from peftbench.records.predictions import read_predictions
+from peftbench.records.record import read_record
 from tests.conftest import REPO, run_cli, run_snakemake, write_config
 
 

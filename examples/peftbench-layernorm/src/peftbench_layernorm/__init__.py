@@ -8,7 +8,7 @@ entry point in its pyproject.toml makes ``layernorm`` a method like any built-in
 from torch import nn
 
 from peftbench import register_method
-from peftbench.method import Method
+from peftbench.plugin.method import Method
 
 
 @register_method("layernorm")

@@ -1,0 +1,2 @@
+"""Planning: config → run specs (grids, feasibility, resource estimates, code hashes) and parameter
+counting, which needs no weights."""
