@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftbench import __version__
+from peftbench.records.files import staging_dir
 
 if TYPE_CHECKING:
     import torch
@@ -65,7 +65,7 @@ def save_artifact(
 
     folder = Path(folder)
     task = TASKS.get(spec.task)
-    staging = Path(tempfile.mkdtemp(prefix=f".{ARTIFACT_DIR}-", dir=folder))
+    staging = staging_dir(folder, prefix=f".{ARTIFACT_DIR}-")
     try:
         fmt = method.native_format or OWN_FORMAT
         save = _save_native if method.native_format else _save_own

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from peftbench.planning.splits import DEV_FRACTION, DEV_SEED, dev_examples, train_examples
 from peftbench.plugin.registry import MODELS, TASKS
 from peftbench.plugin.task import Head, TaskDataError, content_fingerprint
+from peftbench.records.files import staging_dir
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -200,7 +200,7 @@ def save_tokenized(
     out = Path(out_dir)
     tokenized, meta = tokenize_task(task_name, model_name, max_length, data_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    tmp = staging_dir(out.parent, prefix=f".{out.name}.")
     try:
         tokenized.save_to_disk(str(tmp / "data"))
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
