@@ -30,6 +30,7 @@ HUB_IDS = {
     "t5-base": "google-t5/t5-base",
     "llama-2-7b": "meta-llama/Llama-2-7b-hf",
     "llama-3-70b": "meta-llama/Meta-Llama-3-70B",
+    "llama-3.2-3b": "meta-llama/Llama-3.2-3B",
 }
 
 
