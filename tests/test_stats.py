@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import matthews_corrcoef
 
+from peftbench.plugin import metrics
 from peftbench.records.predictions import (
     PREDICTIONS_FILE,
     PredictionsError,
@@ -18,13 +19,16 @@ from peftbench.records.predictions import (
     read_predictions,
     write_predictions,
 )
+from peftbench.reporting.aggregate import above_chance_p
 from peftbench.reporting.stats import (
     CellPredictions,
+    bootstrappable,
     cell_resamples,
     compare,
     efficiency,
     friedman_nemenyi,
     holm,
+    is_proportion,
     mcnemar_exact,
     metric_value,
     paired_bootstrap,
@@ -165,6 +169,29 @@ def test_exact_match_files_are_proportions_recomputed_and_compared_like_accuracy
     assert low < 0.75 < high and resampled.std() == pytest.approx(
         math.sqrt(0.75 * 0.25 / 40), rel=0.1
     )
+
+
+def test_a_registered_proportion_metric_gets_the_statistics_of_accuracy(monkeypatch):
+    """The kind declared on the metric drives the statistics: no list names it."""
+    monkeypatch.setitem(metrics.METRICS, "my_acc", None)  # removed after the test
+    metrics.register_metric("my_acc", True, best=1.0, worst=0.0, kind="proportion")
+    assert is_proportion("my_acc") and bootstrappable("my_acc")
+    references = np.zeros(40, dtype=int)
+    a, b = np.array([0] * 30 + [1] * 10), np.array([0] * 18 + [1] * 22)
+    for name in ("my_acc", "accuracy"):
+        one = compare(cell([a], references, name), cell([b], references, name))
+        assert (one.test, one.discordant) == ("McNemar exact", (12, 0))
+    assert np.array_equal(
+        cell_resamples("my_acc", a, references), cell_resamples("accuracy", a, references)
+    )
+    p = above_chance_p(*(pd.Series([v, v]) for v in (0.75, 0.5, 40)), pd.Series(["my_acc", "x"]))
+    assert p[0] == pytest.approx(0.00111, abs=1e-5) and math.isnan(p[1])
+    # Declared without a kind: continuous, so no interval and no test.
+    monkeypatch.setitem(metrics.METRICS, "my_score", None)
+    metrics.register_metric("my_score", True, best=1.0, worst=0.0)
+    assert not is_proportion("my_score") and not bootstrappable("my_score")
+    with pytest.raises(ValueError, match="'my_score' is not computed from confusion matrices"):
+        cell_resamples("my_score", a, references)
 
 
 def test_holm_by_hand():

@@ -16,14 +16,14 @@ from peftbench.records.files import write_text_atomic
 from peftbench.records.predictions import Predictions, PredictionsError, predictions_beside
 from peftbench.records.record import RecordError, read_record
 from peftbench.reporting.stats import (
-    CONFUSION_METRICS,
-    PROPORTION_METRICS,
     CellPredictions,
     Ranking,
+    bootstrappable,
     cell_resamples,
     compare,
     efficiency,
     friedman_nemenyi,
+    is_proportion,
     metric_value,
     percentile_interval,
     versus_leader,
@@ -112,14 +112,14 @@ def above_chance_p(
     """One-sided exact binomial test of each run's share right on ``examples`` validation
     examples (accuracy, or a generation task's exact match) against the chance rate (the
     majority class's, or the most frequent training answer's): the p-value of scoring at least
-    as many right by guessing at that rate. Missing for other metrics (Matthews correlation,
-    ROUGE-L: their examples are not Bernoulli trials)."""
+    as many right by guessing at that rate. Missing for metrics not declared proportions
+    (Matthews correlation, ROUGE-L: their examples are not Bernoulli trials)."""
     from scipy.stats import binom
 
     right = (accuracy * examples).round()
     # P(X >= right) for X ~ Binomial(examples, chance), as scipy's binomtest computes it.
     tail = pd.Series(binom.sf(right - 1, examples, chance), index=accuracy.index, dtype=float)
-    return tail.where(metric.isin(PROPORTION_METRICS))
+    return tail.where(metric.map(is_proportion).astype(bool))
 
 
 def peak_memory(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
@@ -359,7 +359,7 @@ def cell_predictions(runs: pd.DataFrame) -> dict[tuple[str, str, str], CellPredi
     finished = runs[(runs["status"] == "ok") & runs["record_path"].notna()]
     for key, cell in finished.groupby(CELL, sort=True):
         metric = str(cell["metric"].iloc[0])
-        if metric not in CONFUSION_METRICS:
+        if not bootstrappable(metric):
             continue
         kept = []
         for run in cell.sort_values("seed").itertuples():
@@ -414,7 +414,7 @@ def with_intervals(
             interval, kind = percentile_interval(resampled), "bootstrap"
             best = metrics.metric(cell.metric).best
             normalised[key] = ((resampled - row.chance) / (best - row.chance)).astype(float)
-        elif row.metric in PROPORTION_METRICS and row.seeds_ok == 1 and row.examples > 0:
+        elif is_proportion(row.metric) and row.seeds_ok == 1 and row.examples > 0:
             interval, kind = wilson_interval(row.score_mean, int(row.examples)), "wilson"
         else:
             interval, kind = (np.nan, np.nan), "none"

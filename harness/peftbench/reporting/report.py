@@ -22,6 +22,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from peftbench.planning.grid import DEFAULT_SETTING
+from peftbench.plugin.metrics import METRICS, MetricKind
 from peftbench.records.files import write_text_atomic
 from peftbench.reporting.aggregate import (
     CHANCE_ALPHA,
@@ -45,7 +46,6 @@ from peftbench.reporting.plots import PLOTS, fmt_count, svgs
 from peftbench.reporting.stats import (
     ALPHA,
     CONFIDENCE,
-    PROPORTION_METRICS,
     RESAMPLES,
     Ranking,
     pairwise,
@@ -415,7 +415,7 @@ def task_table(task: str, summary: pd.DataFrame, task_runs: pd.DataFrame, index:
             ]
         )
     description = f"Primary metric: {metric_name}; {chance_text(order['chance'], metric_name)}."
-    if metric_name in GENERATION_METRICS and metric_name not in PROPORTION_METRICS:
+    if metric_name in METRICS and METRICS[metric_name].kind == MetricKind.CONTINUOUS:
         description += (
             f" {metric_name} is a mean of per-example scores, not a share of examples right: "
             "no binomial test against the baseline, no paired test, and no confidence interval "
@@ -490,10 +490,6 @@ def grid_table(grid: pd.DataFrame) -> Table | None:
     return Table("grid", "Hyperparameter selection", description, columns, rows)
 
 
-GENERATION_METRICS = ("exact_match", "token_f1", "rouge_l")
-"""Metrics of generated text: their chance level is the most frequent training answer's."""
-
-
 def chance_text(chance: pd.Series, metric: str) -> str:
     """The task's chance level: the majority class's, or for a generation metric the
     baseline's (always answering the most frequent training answer)."""
@@ -502,7 +498,7 @@ def chance_text(chance: pd.Series, metric: str) -> str:
         return "no finished runs"
     kind = (
         "baseline (most frequent training answer)"
-        if metric in GENERATION_METRICS
+        if metric in METRICS and METRICS[metric].generation
         else "chance (majority class)"
     )
     if len(values) == 1:

@@ -4,7 +4,9 @@ efficiency score. Pure functions over arrays and DataFrames; definitions in
 docs/measurement.md (*Uncertainty and comparisons*).
 
 Bootstrap resamples are drawn as multinomial example weights and the metrics are computed from
-the weighted confusion matrix, so that thousands of resamples cost one matrix product.
+the weighted confusion matrix, so that thousands of resamples cost one matrix product. Which
+statistics apply to a metric is its declared kind; its formula over confusion matrices is the
+one its ``evaluate`` module computes (:mod:`peftbench.plugin.metrics`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from peftbench.plugin.metrics import METRICS, MetricKind, confusion_matrix
 
 CONFIDENCE = 0.95
 """Level of every interval."""
@@ -49,39 +53,26 @@ class CellPredictions:
         return self.predictions[[self.seeds.index(s) for s in seeds]]
 
 
-# Metrics from confusion matrices (..., true class, predicted class), vectorised over resamples.
+def bootstrappable(metric: str) -> bool:
+    """Whether the bootstrap can recompute ``metric`` from a predictions file: a declared
+    proportion or confusion metric (:class:`~peftbench.plugin.metrics.MetricKind`). Other
+    metrics get no bootstrap interval. A generation run's predictions file holds its exact
+    matches (1/0) against references all 1, so exact match is the accuracy of that file."""
+    return metric in METRICS and METRICS[metric].from_confusion is not None
 
 
-def _accuracy(confusion: np.ndarray) -> np.ndarray:
-    return np.trace(confusion, axis1=-2, axis2=-1) / confusion.sum(axis=(-2, -1))
+def is_proportion(metric: str) -> bool:
+    """Whether ``metric`` is the share of examples right (each example a Bernoulli trial): the
+    binomial test against chance, the Wilson interval and McNemar's test apply to it."""
+    return metric in METRICS and METRICS[metric].kind == MetricKind.PROPORTION
 
 
-def _matthews(confusion: np.ndarray) -> np.ndarray:
-    """Matthews correlation (multi-class), the formula of sklearn's ``matthews_corrcoef``; 0 where
-    it is undefined (one class predicted or present), as there."""
-    true, predicted = confusion.sum(axis=-1), confusion.sum(axis=-2)
-    correct = np.trace(confusion, axis1=-2, axis2=-1)
-    total = confusion.sum(axis=(-2, -1))
-    cov_tp = correct * total - (true * predicted).sum(axis=-1)
-    cov_pp = total**2 - (predicted * predicted).sum(axis=-1)
-    cov_tt = total**2 - (true * true).sum(axis=-1)
-    denominator = np.sqrt(cov_tt * cov_pp)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, cov_tp / denominator, 0.0)
-
-
-CONFUSION_METRICS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "accuracy": _accuracy,
-    "exact_match": _accuracy,
-    "matthews_correlation": _matthews,
-}
-"""The metrics the bootstrap can recompute; other metrics get no bootstrap interval. A
-generation run's predictions file holds its exact matches (1/0) against references all 1, so
-exact match is the accuracy of that file."""
-
-PROPORTION_METRICS = ("accuracy", "exact_match")
-"""Metrics that are the share of examples right (each example a Bernoulli trial): the ones the
-binomial test against chance, the Wilson interval and McNemar's test apply to."""
+def _score(metric: str) -> Callable[[np.ndarray], np.ndarray]:
+    """``metric`` of confusion matrices (its declared ``from_confusion``)."""
+    score = METRICS[metric].from_confusion if metric in METRICS else None
+    if score is None:
+        raise ValueError(f"metric {metric!r} is not computed from confusion matrices")
+    return score
 
 
 def confusion(predictions: np.ndarray, references: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -96,9 +87,7 @@ def confusion(predictions: np.ndarray, references: np.ndarray, weights: np.ndarr
 
 def metric_value(metric: str, predictions: np.ndarray, references: np.ndarray) -> float:
     """``metric`` of one run's predictions."""
-    weights = np.ones((1, len(references)))
-    matrix = confusion(np.asarray(predictions)[None, :], np.asarray(references), weights)
-    return float(CONFUSION_METRICS[metric](matrix)[0, 0])
+    return float(_score(metric)(confusion_matrix(predictions, references)))
 
 
 def _draws(seeds: int, examples: int, resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +114,7 @@ def cell_resamples(
     examples for every seed drawn), and averages the metric over the drawn seeds."""
     predictions = np.atleast_2d(predictions)
     weights, draws = _draws(len(predictions), len(references), resamples, seed)
-    per_seed = CONFUSION_METRICS[metric](confusion(predictions, references, weights))
+    per_seed = _score(metric)(confusion(predictions, references, weights))
     return _seed_means(per_seed, draws)
 
 
@@ -192,7 +181,7 @@ def paired_bootstrap(
     seeds for both, and p = min(1, 2 · min(1 + #(d* ≤ 0), 1 + #(d* ≥ 0)) / (resamples + 1))."""
     a, b = np.atleast_2d(a), np.atleast_2d(b)
     weights, draws = _draws(len(a), len(references), resamples, seed)
-    score = CONFUSION_METRICS[metric]
+    score = _score(metric)
     differences = _seed_means(score(confusion(a, references, weights)), draws) - _seed_means(
         score(confusion(b, references, weights)), draws
     )
@@ -202,8 +191,8 @@ def paired_bootstrap(
 
 def compare(a: CellPredictions, b: CellPredictions, seed: int | None = None) -> PairedResult:
     """Paired test of two cells on the same examples: on one ``seed``, or (None) across the
-    seeds both finished. McNemar's exact test for a proportion (:data:`PROPORTION_METRICS`) on
-    one seed; the paired bootstrap otherwise."""
+    seeds both finished. McNemar's exact test for a proportion (:func:`is_proportion`) on one
+    seed; the paired bootstrap otherwise."""
     if not a.aligns_with(b):
         raise ValueError("the two cells were not scored on the same validation examples")
     shared = tuple(s for s in a.seeds if s in b.seeds) if seed is None else (seed,)
@@ -213,7 +202,7 @@ def compare(a: CellPredictions, b: CellPredictions, seed: int | None = None) -> 
     scores = [
         float(np.mean([metric_value(a.metric, row, refs) for row in rows])) for rows in (pa, pb)
     ]
-    if a.metric in PROPORTION_METRICS and len(shared) == 1:
+    if is_proportion(a.metric) and len(shared) == 1:
         only_a, only_b, p = mcnemar_exact(pa[0], pb[0], refs)
         return PairedResult(1, *scores, "McNemar exact", p, (only_a, only_b))
     p = paired_bootstrap(a.metric, pa, pb, refs)

@@ -1,8 +1,11 @@
-"""Accuracy: the fraction of predictions equal to the reference label (peftbench's local copy,
-so that ``evaluate.load`` works offline)."""
+"""Accuracy: the fraction of predictions equal to the reference label (peftbench's local module,
+so that ``evaluate.load`` works offline). Computed by :func:`peftbench.plugin.metrics.accuracy_of`,
+the definition the report's bootstrap also uses."""
 
 import datasets
 import evaluate
+
+from peftbench.plugin.metrics import accuracy_of, confusion_matrix
 
 _DESCRIPTION = "Accuracy = (number of correct predictions) / (number of predictions), in [0, 1]."
 _CITATION = ""
@@ -28,7 +31,4 @@ class Accuracy(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        if len(references) == 0:
-            raise ValueError("accuracy of an empty set is undefined")
-        correct = sum(int(p == r) for p, r in zip(predictions, references, strict=True))
-        return {"accuracy": correct / len(references)}
+        return {"accuracy": float(accuracy_of(confusion_matrix(predictions, references)))}

@@ -1,9 +1,12 @@
 """Matthews correlation coefficient (Matthews, 1975) for binary or multi-class labels
-(peftbench's local copy, so that ``evaluate.load`` works offline). Chance level is 0."""
+(peftbench's local module, so that ``evaluate.load`` works offline). Chance level is 0. Computed
+by :func:`peftbench.plugin.metrics.matthews_of` (sklearn's ``matthews_corrcoef`` formula), the
+definition the report's bootstrap also uses."""
 
 import datasets
 import evaluate
-from sklearn.metrics import matthews_corrcoef
+
+from peftbench.plugin.metrics import confusion_matrix, matthews_of
 
 _DESCRIPTION = "Matthews correlation coefficient in [-1, 1]; 0 for a constant or random predictor."
 _CITATION = "Matthews, B. W. (1975). Biochimica et Biophysica Acta 405(2), 442-451."
@@ -29,4 +32,5 @@ class MatthewsCorrelation(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        return {"matthews_correlation": float(matthews_corrcoef(references, predictions))}
+        matrix = confusion_matrix(predictions, references)
+        return {"matthews_correlation": float(matthews_of(matrix))}
