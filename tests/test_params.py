@@ -44,6 +44,7 @@ STATIC_KEYS = {
     "added_head", "stored", "stored_bytes", "inference_added", "changed", "update_rank",
     "trainable_pct", "trainable_method_pct", "trainable_head_pct", "added_pct",
     "added_method_pct", "added_head_pct", "stored_pct", "inference_added_pct", "changed_pct",
+    "inference_basis",
 }  # fmt: skip
 TRAINED_KEYS = {"stored", "stored_bytes", "stored_pct", "changed", "changed_pct", "update_rank"}
 
@@ -352,7 +353,9 @@ def test_a_quantized_base_differs_from_fp32_only_in_not_merging():
     pytest.importorskip("bitsandbytes")
     fp32 = count_model_method("llama-2-7b", "lora", QLORA_AS_LORA)
     nf4 = count_model_method("llama-2-7b", "lora", {**QLORA_AS_LORA, "precision": "nf4"})
-    assert {k for k in fp32 if fp32[k] != nf4[k]} == {"inference_added", "inference_added_pct"}
+    differ = {k for k in fp32 if fp32[k] != nf4[k]}
+    assert differ == {"inference_added", "inference_added_pct", "inference_basis"}
+    assert fp32["inference_basis"] == "merged" and nf4["inference_basis"].startswith("unmerged")
     assert fp32["inference_added"] == 0 and nf4["inference_added"] == nf4["added_method"]
 
 

@@ -8,7 +8,8 @@ Usage, around a run::
     trained = count_trained(model, method, info, base)  # stored (measured), changed, update_rank
     params = {**static, **trained}
 
-Without weights: :func:`count_model_method` builds the task model on the meta device.
+Without weights: :func:`count_model_method` counts the task model built on the meta device
+(:func:`peftbench.planning.structure.meta_model`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import math
 import os
 import tempfile
 import weakref
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -138,6 +140,12 @@ def adapt(
     with torch.device("meta") if on_meta else contextlib.nullcontext():
         adapted = method.apply(model, hp, info)
     unfreeze_head(adapted, info, method)
+    named = list(adapted.named_parameters())
+    if not any(method.is_head(name, info) for name, _ in named):  # names that hide the head
+        head = head_test(adapted, method, info, base)  # (a model wrapping the task model's)
+        for name, parameter in named:
+            if head(name):
+                parameter.requires_grad_(True)
     return adapted, base
 
 
@@ -153,30 +161,39 @@ def count_static(
 
     ``model`` is what :func:`adapt` returned. The method's merge runs on a meta-device copy
     unless ``inplace`` (then ``model`` is merged and unusable after). ``changed`` is ``None``
-    (it needs training) and ``update_rank`` is the declared bound.
+    (it needs training) and ``update_rank`` is the declared bound, ``None`` with the reason
+    where nothing declares one.
     """
     base_ids = {id(p) for p in base.params.values()}
+    head = head_test(model, method, info, base)
+    names = identity_names(model, base)
     params = list(model.named_parameters())
     trainable = [(n, p) for n, p in params if p.requires_grad]
     added = [(n, p) for n, p in params if id(p) not in base_ids]
     artifact = method.artifact(model, info)
+    declared = declared_ranks(model, method, base)
     counts = {
         "base_total": base.total,
-        **split_head("trainable", trainable, method, info),
-        **split_head("added", added, method, info),
-        **declared_size({**artifact, **head_tensors(model, method, info)}),
+        **split_head("trainable", trainable, head),
+        **split_head("added", added, head),
+        **declared_size({**artifact, **head_tensors(model, method, info, head)}),
         "inference_added": None,
+        "inference_basis": None,
         "changed": None,
-        "update_rank": summarise_ranks(declared_ranks(model, method, base), measured=None),
+        "update_rank": None,
     }
     merged = method.merge(model if inplace else meta_copy(model)) if mergeable else None
-    counts["inference_added"] = (
-        backbone_elements(merged, method, info) - base.total
-        if merged is not None
-        else sum(
+    wrapped = wrapped_weights(merged, names, base) if merged is not None else {}
+    for name in wrapped:
+        declared.setdefault(name, NOT_DECLARED.format(method=method.name))
+    if merged is not None:
+        counts["inference_added"] = backbone_elements(merged, head) - base.total
+    else:
+        counts["inference_added"] = sum(
             numel(t) for key, t in artifact.items() if method.base_name(key) not in base.params
         )
-    )
+    counts["inference_basis"] = inference_basis(method, merged, mergeable, len(wrapped))
+    counts["update_rank"] = summarise_ranks(declared, measured=None)
     return with_percentages(counts, base.total)
 
 
@@ -191,30 +208,42 @@ def count_trained(
 ) -> dict[str, Any]:
     """Counts measured on the trained model: ``stored`` (saved and read back), ``changed``
     and ``update_rank``. ``base`` must come from ``adapt(..., keep_values=True)``. The method's
-    merge runs on a copy unless ``inplace`` (then ``model`` is merged and unusable after)."""
+    merge runs on a copy unless ``inplace`` (then ``model`` is merged and unusable after).
+
+    The served weights are the merged model's; a weight the merged model still holds inside
+    the method's modules is served as that layer's effective weight (:func:`effective_weight`).
+    Unmerged, a weight under the method's modules has the rank its rule declares."""
     values = base_values(base)
     declared = declared_ranks(model, method, base)
-    stored = measured_size({**method.artifact(model, info), **head_tensors(model, method, info)})
+    names = identity_names(model, base)
+    head = head_test(model, method, info, base)
+    artifact = method.artifact(model, info)
+    stored = measured_size({**artifact, **head_tensors(model, method, info, head)})
     unmerged = changed_elements(base)
     merged = method.merge(model if inplace else copy.deepcopy(model)) if mergeable else None
-    after = changed_elements(base, merged) if merged is not None else None
-    served = merged_params(merged) if merged is not None else base.params
-    ranks, measured = {}, 0
-    for name, changed in (unmerged if after is None else after).items():
-        before, current = values[name], served[name]
-        if not changed or before.ndim != 2:
+    served = served_weights(merged, names, base) if merged is not None else None
+    after = None if served is None else changed_served(served, values)
+    ranks: dict[str, int | str] = {}
+    measured = 0
+    for name in base.backbone:
+        before = values[name]
+        if before.ndim != 2:
             continue
-        if svd_cost(before) <= svd_max_cost:
+        current = base.params[name] if served is None else served[name]
+        if isinstance(current, str):  # a served layer whose weight cannot be read
+            ranks[name] = current
+        elif not (unmerged if after is None else after)[name]:
+            if served is None and name in declared and not base.params[name].requires_grad:
+                ranks[name] = declared[name]  # kept beside the weight: the rule's rank
+        elif svd_cost(before) <= svd_max_cost:
             ranks[name] = delta_rank(before, current)
             measured += 1
         else:
             ranks[name] = declared.get(name, min(before.shape))
+    merged_changed = None if after is None or None in after.values() else sum(after.values())
     counts = {
         **stored,
-        "changed": {
-            "unmerged": sum(unmerged.values()),
-            "merged": sum(after.values()) if after is not None else None,
-        },
+        "changed": {"unmerged": sum(unmerged.values()), "merged": merged_changed},
         "update_rank": summarise_ranks(ranks, measured),
     }
     return with_percentages(counts, base.total)
@@ -236,44 +265,87 @@ def count_model_method(
     naming the valid ones. Raises :class:`NotApplicableError`
     when the method does not apply to the model or its precision."""
     from peftbench.planning.spec import resolve_hparams
-    from peftbench.plugin.quantize import BITS, quantize_linears
-    from peftbench.plugin.registry import METHODS, MODELS
+    from peftbench.planning.structure import meta_model
+    from peftbench.plugin.quantize import BITS
+    from peftbench.plugin.registry import METHODS
 
-    method = METHODS.get(method_name)
     hp = resolve_hparams(method_name, overrides)  # the method's own checks included
-    precision = hp["precision"]
-    loaded = MODELS.get(model_name).build_empty(num_labels, head)
-    reason = method.unsupported_reason(loaded.info)
-    if reason is None and precision in BITS and method.trains_base_weights:
-        reason = f"it trains base weights, which precision {precision} quantizes"
-    if reason:
+    built = meta_model(model_name, num_labels, head, method_name, hp)
+    if built.not_applied:
+        reason = built.not_applied
         raise NotApplicableError(f"{method_name} does not apply to {model_name}: {reason}")
-    if precision in BITS:
-        quantize_linears(loaded.model, loaded.info, BITS[precision])  # meta: structure only
-    model, base = adapt(loaded.model, method, hp, loaded.info)
-    mergeable = precision not in BITS  # as in a run: merging would requantize the base
-    return count_static(model, method, loaded.info, base, inplace=True, mergeable=mergeable)
+    mergeable = hp["precision"] not in BITS  # as in a run: merging would requantize the base
+    # The build is shared (cached): the merge runs on a meta-device copy, never on it.
+    method = METHODS.get(method_name)
+    return count_static(built.model, method, built.info, built.base, mergeable=mergeable)
 
 
 def split_head(
-    key: str, named: list[tuple[str, nn.Parameter]], method: Method, info: ModelInfo
+    key: str, named: list[tuple[str, nn.Parameter]], head: Callable[[str], bool]
 ) -> dict[str, int]:
     """``key``, ``key_method`` and ``key_head`` element counts of ``named`` parameters of the
-    model ``method`` returned."""
-    head = sum(numel(p) for n, p in named if method.is_head(n, info))
+    adapted model (``head``: :func:`head_test`)."""
+    in_head = sum(numel(p) for n, p in named if head(n))
     total = sum(numel(p) for _, p in named)
-    return {key: total, f"{key}_method": total - head, f"{key}_head": head}
+    return {key: total, f"{key}_method": total - in_head, f"{key}_head": in_head}
 
 
-def head_tensors(model: nn.Module, method: Method, info: ModelInfo) -> dict[str, torch.Tensor]:
-    """The head as the harness stores it: its trainable parameters."""
+def head_tensors(
+    model: nn.Module, method: Method, info: ModelInfo, head: Callable[[str], bool] | None = None
+) -> dict[str, torch.Tensor]:
+    """The head as the harness stores it: its trainable parameters (``head``: which names
+    are the head's, :func:`head_test`; default :meth:`Method.is_head`)."""
+    head = head or (lambda name: method.is_head(name, info))
+    return {n: p for n, p in model.named_parameters() if p.requires_grad and head(n)}
+
+
+def head_test(
+    model: nn.Module, method: Method, info: ModelInfo, base: BaseSnapshot
+) -> Callable[[str], bool]:
+    """Whether a parameter name of ``model`` (what the method returned, or a copy or merge of
+    it) is the task head's: by :meth:`Method.is_head`, or as the base parameter it is (a head
+    the method's names hide: a model wrapping the task model, as peft's does)."""
+    names = identity_names(model, base)
+
+    def head(name: str) -> bool:
+        return method.is_head(name, info) or is_head(names.get(name, name), info)
+
+    return head
+
+
+def identity_names(model: nn.Module, base: BaseSnapshot) -> dict[str, str]:
+    """The base's name of each parameter of ``model`` that is a base parameter object (a
+    method that wraps the model renames what it keeps)."""
+    ids = {id(p): name for name, p in base.params.items()}
     return {
-        n: p for n, p in model.named_parameters() if p.requires_grad and method.is_head(n, info)
+        name: ids[id(p)]
+        for name, p in model.named_parameters(remove_duplicate=False)
+        if id(p) in ids
     }
 
 
-def backbone_elements(model: nn.Module, method: Method, info: ModelInfo) -> int:
-    return sum(numel(p) for n, p in model.named_parameters() if not method.is_head(n, info))
+def backbone_elements(model: nn.Module, head: Callable[[str], bool]) -> int:
+    return sum(numel(p) for n, p in model.named_parameters() if not head(n))
+
+
+def inference_basis(
+    method: Method, merged: nn.Module | None, mergeable: bool, wrapped: int = 0
+) -> str:
+    """What ``inference_added`` counts: ``merged`` (the model :meth:`Method.merge` serves, the
+    method folded into the weights) or ``unmerged: <why>``: the artifact's new tensors kept
+    beside the base, or the served model's, which still holds ``wrapped`` weight matrices
+    inside the method's modules."""
+    name = method.name or type(method).__name__
+    if not mergeable:
+        return "unmerged: a quantized base is not merged into (it would be requantized)"
+    if merged is None:
+        return f"unmerged: {name} keeps its modules at inference (Method.merge returns None)"
+    if wrapped:
+        return (
+            f"unmerged: the model {name} serves (Method.merge) keeps {wrapped} weight matrices "
+            "inside its modules"
+        )
+    return "merged"
 
 
 def declared_size(tensors: dict[str, torch.Tensor]) -> dict[str, int]:
@@ -319,6 +391,130 @@ def changed_elements(base: BaseSnapshot, model: nn.Module | None = None) -> dict
     }
 
 
+def served_weights(
+    merged: nn.Module, names: dict[str, str], base: BaseSnapshot
+) -> dict[str, torch.Tensor | str]:
+    """The backbone's parameters as the merged model serves them, by base name (``names``:
+    :func:`identity_names` of the model before merging; a copy keeps its names). A weight the
+    merged model still holds inside the method's modules is served as its layer's effective
+    weight (:func:`effective_weight`), or as the reason it cannot be read."""
+    wrapped = wrapped_weights(merged, names, base)
+    served: dict[str, torch.Tensor | str] = {}
+    holders: dict[str, str] = {}
+    for name, parameter in merged.named_parameters(remove_duplicate=False):
+        known = name if name in base.params else names.get(name)
+        if known in wrapped:
+            holders[known] = name.rpartition(".")[0]
+        elif known is not None:
+            served[known] = parameter
+    for known, path in wrapped.items():
+        layer, holder = merged.get_submodule(path), merged.get_submodule(holders[known])
+        served[known] = effective_weight(layer, holder, known.rpartition(".")[2])
+    missing = [name for name in base.backbone if name not in served]
+    if missing:
+        raise KeyError(f"the merged model lacks base parameters {missing[:3]}...")
+    return served
+
+
+def changed_served(
+    served: dict[str, torch.Tensor | str], values: Mapping[str, torch.Tensor]
+) -> dict[str, int | None]:
+    """Per backbone parameter, the served elements that differ from the snapshot (``None``:
+    the served weight cannot be read)."""
+    return {
+        name: None if isinstance(t, str) else int((t.detach().cpu() != values[name]).sum())
+        for name, t in served.items()
+        if name in values
+    }
+
+
+def wrapped_weights(model: nn.Module, names: dict[str, str], base: BaseSnapshot) -> dict[str, str]:
+    """The backbone's weight matrices that ``model`` holds inside the method's modules, as
+    base name -> that module's path: the nearest module above the weight holding parameters
+    that are not the base's, when it holds no other base matrix (peft's tuner layers wrap the
+    layer they adapt this way; an adapter beside a block is no such module)."""
+    matrices = {n for n in base.backbone if len(logical_shape(base.params[n])) == 2}
+    weights: Counter[str] = Counter()
+    added: Counter[str] = Counter()
+    located: dict[str, str] = {}
+    for name, _ in model.named_parameters(remove_duplicate=False):
+        known = name if name in base.params else names.get(name)
+        if known in matrices:
+            located[name] = known
+            weights.update(module_prefixes(name))
+        elif known is None:
+            added.update(module_prefixes(name))
+    wrapped = {}
+    for name, known in located.items():
+        prefix = next((p for p in module_prefixes(name) if added[p]), None)
+        if prefix is not None and weights[prefix] == 1:
+            wrapped[known] = prefix
+    return wrapped
+
+
+def module_prefixes(name: str) -> list[str]:
+    """The paths of the modules above parameter ``name``, nearest first, the root ``""`` last."""
+    parts = name.split(".")[:-1]
+    return [".".join(parts[:i]) for i in range(len(parts), -1, -1)]
+
+
+PROBE_MAX_ELEMENTS = 2**26
+"""Largest ``d_in · (d_in + d_out)`` of a layer whose effective weight is read by probing
+(float64: 512 MB)."""
+
+
+def effective_weight(layer: nn.Module, holder: nn.Module, attr: str) -> torch.Tensor | str:
+    """The weight ``layer`` applies in place of ``holder.<attr>`` (``holder``: the base layer it
+    wraps, a linear layer, GPT-2's ``Conv1D`` or an embedding), in that weight's layout, or why
+    it cannot be read. Read from a float64 copy, in eval mode: the layer's output on the
+    identity (or every token id) less its output on zero, after checking on random inputs
+    that the layer is affine in its input (an update that depends on the input has no ΔW)."""
+    weight = getattr(holder, attr)
+    out, width = logical_shape(weight)
+    embedding = isinstance(holder, nn.Embedding)
+    if not embedding and width * (width + out) > PROBE_MAX_ELEMENTS:
+        return f"the served layer is too large to read ({out}×{width})"
+    try:
+        with torch.no_grad():
+            return probe(layer, holder, weight, embedding)
+    except (RuntimeError, TypeError, ValueError, NotImplementedError) as error:
+        return f"the served layer cannot be read: {type(error).__name__}: {error}"[:300]
+
+
+def probe(
+    layer: nn.Module, holder: nn.Module, weight: torch.Tensor, embedding: bool
+) -> torch.Tensor | str:
+    """:func:`effective_weight`'s reading (which raises what the layer raises)."""
+    device = weight.device
+    layer, holder = (copy.deepcopy(m).double().eval() for m in (layer, holder))
+    if embedding:
+        ids = torch.arange(weight.shape[0], device=device)
+        return layer(ids)
+    for size, transposed in ((weight.shape[1], True), (weight.shape[0], False)):
+        eye = torch.eye(size, dtype=torch.float64, device=device)
+        zero = torch.zeros(1, size, dtype=torch.float64, device=device)
+        read = holder(eye) - holder(zero)
+        if read.shape == (weight.shape[::-1] if transposed else weight.shape) and torch.allclose(
+            read.T if transposed else read, weight.double()
+        ):
+            break
+    else:
+        return "the served layer's input is not the weight's rows or columns"
+    offset = layer(zero)
+    linear = layer(eye) - offset
+    inputs = torch.randn(3, size, dtype=torch.float64, device=device)
+    if not torch.allclose(layer(inputs), inputs @ linear + offset, rtol=1e-9, atol=1e-9):
+        return "the served layer is not affine in its input: its update has no ΔW"
+    return linear.T if transposed else linear
+
+
+NOT_DECLARED = (
+    "measured only on real weights: run the method ({method} declares no rank rule for the "
+    "layers it wraps, Method.update_rank_bounds)"
+)
+"""The rank's reason, before training, for a weight the method wraps without a declared rule."""
+
+
 def base_values(base: BaseSnapshot) -> Mapping[str, torch.Tensor]:
     if base.values is None:
         raise ValueError("measuring needs the base's values: snapshot with keep_values=True")
@@ -341,40 +537,54 @@ def delta_rank(before: torch.Tensor, after: torch.Tensor) -> int:
     return int(torch.linalg.matrix_rank(after - before.double(), atol=tol, rtol=0.0))
 
 
-def declared_ranks(model: nn.Module, method: Method, base: BaseSnapshot) -> dict[str, int]:
+def declared_ranks(model: nn.Module, method: Method, base: BaseSnapshot) -> dict[str, int | str]:
     """The rank ΔW may reach per backbone matrix the method can change: ``min(m, n)`` for a
-    trainable matrix, at most that for one under the method's modules (the bound of
-    :meth:`Method.update_rank_bounds`: LoRA's r)."""
+    trainable matrix; for one under the method's modules, the bound of
+    :meth:`Method.update_rank_bounds` (LoRA's r; at most ``min(m, n)``), or the reason none
+    can be declared. A bound of 0 (the module changes no weight, e.g. biases only) is no
+    change."""
     names = {id(base.params[n]): n for n in base.backbone if base.params[n].ndim == 2}
-    ranks = {
+    ranks: dict[str, int | str] = {
         names[id(p)]: min(logical_shape(p))
         for p in model.parameters()
         if p.requires_grad and id(p) in names
     }
     for weight, bound in method.update_rank_bounds(model).items():
-        if weight not in names:
+        if weight not in names or bound == 0:
             continue
         name = names[weight]
         full = min(logical_shape(base.params[name]))
-        ranks[name] = full if bound is None else min(full, bound)
+        if isinstance(bound, str):
+            ranks[name] = bound
+        else:
+            ranks[name] = full if bound is None else min(full, bound)
     return ranks
 
 
-def summarise_ranks(ranks: dict[str, int], measured: int | None) -> dict[str, Any]:
-    """``{"max", "mean", "matrices", "method"}``. ``measured``: how many of the ranks SVD
-    measured (``None``: all declared, before training). ``method`` is ``"svd"`` when every rank
-    was measured (also when no matrix changed), ``"declared"`` when none was, else ``"mixed"``."""
-    values = list(ranks.values())
+def summarise_ranks(ranks: dict[str, int | str], measured: int | None) -> dict[str, Any]:
+    """``{"max", "mean", "matrices", "method"}``, and ``"reason"`` when some rank cannot be
+    determined (a reason instead of a rank in ``ranks``): then ``max`` and ``mean`` are
+    ``None``, never a guess. ``measured``: how many of the ranks SVD measured (``None``: all
+    declared, before training). ``method`` is ``"svd"`` when every known rank was measured
+    (also when no matrix changed), ``"declared"`` when none was, else ``"mixed"``."""
+    values = [v for v in ranks.values() if not isinstance(v, str)]
+    reasons = sorted({v for v in ranks.values() if isinstance(v, str)})
     if measured is None or (values and not measured):
         method = "declared"
     else:
         method = "svd" if measured == len(values) else "mixed"
-    return {
+    summary: dict[str, Any] = {
         "max": max(values, default=0),
         "mean": sum(values) / len(values) if values else 0.0,
-        "matrices": len(values),
+        "matrices": len(ranks),
         "method": method,
     }
+    if reasons:
+        unknown = len(ranks) - len(values)
+        summary.update(
+            max=None, mean=None, reason=f"{unknown} of {len(ranks)} matrices: {'; '.join(reasons)}"
+        )
+    return summary
 
 
 def with_percentages(counts: dict[str, Any], total: int) -> dict[str, Any]:
