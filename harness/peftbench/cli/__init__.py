@@ -193,10 +193,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_count(args: argparse.Namespace) -> int:
     from peftbench.planning.counting import NotApplicableError, count_model_method
 
+    method, overrides, head = args.method, parse_assignments(args.set), "classification"
+    if args.peft_experiment is not None:  # peft's experiments tune causal LMs
+        from peftbench.planning.peft_experiments import read_experiment
+
+        if method is not None:
+            raise SpecError("--peft-experiment names the method: drop --method")
+        experiment = read_experiment(args.peft_experiment, training=False)
+        method, head = experiment.method, "causal-lm"
+        overrides = {**experiment.hparams, **overrides}
+    elif method is None:
+        raise SpecError("peftbench count needs --method or --peft-experiment")
     try:
-        counts = count_model_method(
-            args.model, args.method, parse_assignments(args.set), args.num_labels
-        )
+        counts = count_model_method(args.model, method, overrides, args.num_labels, head)
     except NotApplicableError as error:
         print(f"peftbench: {error}", file=sys.stderr)
         return 3
@@ -341,7 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
         "count", help="parameter counts of a model × method, without weights or training"
     )
     count.add_argument("--model", required=True, help="model name (peftbench list models)")
-    count.add_argument("--method", required=True, help="method name (peftbench list methods)")
+    count.add_argument("--method", help="method name (peftbench list methods)")
+    count.add_argument(
+        "--peft-experiment",
+        metavar="FOLDER",
+        help="instead of --method: a peft method_comparison experiment folder (its "
+        "adapter_config.json), counted with the model's language-model head, as peft counts",
+    )
     count.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     count.add_argument(
         "--num-labels", type=int, default=2, help="classes of the task head (default: 2)"

@@ -27,6 +27,7 @@ from peftbench.planning.codehash import (
 )
 from peftbench.planning.feasibility import spec_problems, task_problems
 from peftbench.planning.grid import DEFAULT_SETTING, grid_points, setting_label
+from peftbench.planning.peft_experiments import experiment_settings
 from peftbench.planning.spec import RUN_PATTERN, RunSpec, SpecError, resolve_hparams, resolve_spec
 from peftbench.plugin.registry import METHODS, MODELS, TASKS, UnknownNameError
 from peftbench.plugin.task import TaskDataError
@@ -90,11 +91,23 @@ class SweepError(ValueError):
 class Sweep:
     config: dict[str, Any]
     specs: list[RunSpec] = field(default_factory=list)
+    experiments: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    """``peft_experiments``' settings: ``{method: {folder name: overrides}}``
+    (:mod:`peftbench.planning.peft_experiments`)."""
+
+    @property
+    def methods(self) -> list[str]:
+        """``methods``, then the methods only ``peft_experiments`` name."""
+        listed = self.config["methods"]
+        return [*listed, *(m for m in self.experiments if m not in listed)]
 
     def settings(self, method: str) -> dict[str, dict[str, Any]]:
-        """The method's grid points by label, in grid order (``{"default": {}}`` without one)."""
+        """The method's grid points by label, in grid order (``{"default": {}}`` without one),
+        where ``methods`` lists it; then its experiment folders' settings."""
         axes = (self.config.get("grid") or {}).get(method)
-        return {setting_label(point): point for point in grid_points(axes)}
+        listed = method in self.config["methods"]
+        points = {setting_label(p): p for p in grid_points(axes)} if listed else {}
+        return {**points, **self.experiments.get(method, {})}
 
     def overrides(self, method: str, setting: str = DEFAULT_SETTING) -> dict[str, Any]:
         """Budget, then ``hparams``, then ``method_hparams``, then the grid point (later wins)."""
@@ -277,11 +290,12 @@ def grid_problems(config: dict[str, Any]) -> list[str]:
 
 def plan_sweep(config: dict[str, Any]) -> Sweep:
     """Resolve every run of ``config``; raise :class:`SweepError` listing all bad values."""
-    sweep = Sweep(config)
-    problems = grid_problems(config)
+    experiments, problems = experiment_settings(config.get("peft_experiments") or [])
+    sweep = Sweep(config, experiments=experiments)
+    problems += grid_problems(config)
     sizes: dict[tuple[str, str | None], int | None] = {}
     for model, method, task, seed in itertools.product(
-        config["models"], config["methods"], config["tasks"], config["seeds"]
+        config["models"], sweep.methods, config["tasks"], config["seeds"]
     ):
         for setting in sweep.settings(method) if method in METHODS else [DEFAULT_SETTING]:
             try:
