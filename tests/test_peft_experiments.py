@@ -109,6 +109,8 @@ def test_count_cli_takes_an_experiment_folder(capsys):
     assert counts["trainable"] == int(published["num_trainable_params"]) == 9_175_040
     assert main([*args, "--method", "lora"]) == 2
     assert "drop --method" in capsys.readouterr().err
+    assert main(["count", "--model", "llama-3.2-3b"]) == 2
+    assert "needs --method or --peft-experiment" in capsys.readouterr().err
 
 
 # The folders as settings ------------------------------------------------------------------
@@ -190,3 +192,13 @@ def test_a_sweep_plans_the_folders_beside_its_methods():
 def test_a_bad_folder_stops_planning_naming_the_key():
     with pytest.raises(SweepError, match=r"peft_experiments: .*'use_amp' has no peftbench"):
         plan_sweep(sweep_config(peft_experiments=[str(BAD)]))
+
+
+def test_two_folders_of_one_method_need_two_names(tmp_path):
+    original = EXPERIMENTS / "lora" / "llama-3.2-3B-rank32"
+    copy = tmp_path / "elsewhere" / original.name
+    copy.mkdir(parents=True)
+    (copy / "adapter_config.json").write_text((original / "adapter_config.json").read_text())
+    config = sweep_config(peft_experiments=[str(original), str(copy)])
+    with pytest.raises(SweepError, match=r"a second peft:lora folder named 'llama-3.2-3B-rank32'"):
+        plan_sweep(config)
