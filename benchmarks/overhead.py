@@ -33,8 +33,8 @@ def minimal_loop(model_name: str, steps: int, batch_size: int, max_length: int, 
 
     from peftbench import MODELS
     from peftbench.run.data import tokenize_task
+    from peftbench.run.heads import eval_subset
     from peftbench.run.measure import phase
-    from peftbench.run.runner import eval_subset
 
     torch.set_num_threads(1)
     source = MODELS.get(model_name)

@@ -30,9 +30,9 @@ from torch.utils.data import DataLoader
 from peftbench.planning.counting import adapt
 from peftbench.planning.spec import resolve_hparams
 from peftbench.plugin.registry import METHODS, MODELS, TASKS
+from peftbench.run import heads
 from peftbench.run.data import tokenize_task
 from peftbench.run.precision import Policy
-from peftbench.run.runner import _loaders
 
 WARMUP = 3  # the runner's WARMUP_STEPS_EXCLUDED
 TIMING_TASK = "docstring-module"
@@ -116,9 +116,10 @@ def build(
 
 
 def loaders(model_name: str, task: str, hp: dict[str, Any], seed: int) -> tuple[DataLoader, ...]:
-    """Train and validation loaders, made the way a run makes them (``runner._loaders``)."""
+    """Train and validation loaders, made the way a run makes them (``heads.loaders``)."""
     data, _ = tokenize_task(task, model_name, hp["max_length"])
-    train, validation, _ = _loaders(data, MODELS.get(model_name), hp, seed, TASKS.get(task).head)
+    head = heads.for_head(TASKS.get(task).head)
+    train, validation, _ = heads.loaders(data, MODELS.get(model_name), hp, seed, head)
     return train, validation
 
 

@@ -13,7 +13,7 @@ from peftbench.planning.spec import resolve_spec
 from peftbench.plugin.registry import MODELS, TASKS
 from peftbench.records.predictions import PREDICTIONS_FILE, read_predictions
 from peftbench.records.record import read_record
-from peftbench.run import runner
+from peftbench.run import heads
 from peftbench.run.artifacts import (
     ARTIFACT_DIR,
     HEAD_FILE,
@@ -22,7 +22,9 @@ from peftbench.run.artifacts import (
     ArtifactError,
     load_artifact,
 )
-from peftbench.run.runner import _load_data, _loaders, _predict, execute
+from peftbench.run.heads import for_head, loaders
+from peftbench.run.heads import predict as _predict
+from peftbench.run.runner import _load_data, execute
 
 TINY = {"steps": 3, "batch_size": 8, "max_length": 32, "max_eval_examples": 32}
 CASES = [
@@ -50,7 +52,8 @@ def validation_predictions(spec, model):
     model's outputs."""
     data, meta = _load_data(spec, None)
     task = TASKS.get(spec.task)
-    _, validation, _ = _loaders(data, MODELS.get(spec.model), spec.hparams, spec.seed, task.head)
+    head = for_head(task.head)
+    _, validation, _ = loaders(data, MODELS.get(spec.model), spec.hparams, spec.seed, head)
     accelerator = SimpleNamespace(device=torch.device("cpu"))
     batch_size = spec.hparams["eval_batch_size"]
     (predictions, *_), outputs = recording_outputs(
@@ -73,7 +76,7 @@ def test_artifact_reproduces_the_validation_predictions(
         run_outputs.append(outputs)
         return result
 
-    monkeypatch.setattr(runner, "_predict", predict)
+    monkeypatch.setattr(heads, "predict", predict)
     spec = resolve_spec(model, method, task, 0, TINY)
     run = tmp_path / "run"
     record = execute(

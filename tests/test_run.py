@@ -87,25 +87,25 @@ def test_head_lr_gives_the_task_head_its_own_rate(method):
     from peftbench.planning.counting import adapt
     from peftbench.planning.spec import resolve_hparams
     from peftbench.plugin.registry import METHODS, MODELS
-    from peftbench.run.runner import _param_groups
+    from peftbench.run.training import param_groups
 
     loaded = MODELS.get("minilm-l2").load(num_labels=2)
     hp = resolve_hparams(method, {"head_lr": 1e-3})
     model, _ = adapt(loaded.model, METHODS.get(method), hp, loaded.info)
-    rest, head = _param_groups(model, METHODS.get(method), loaded.info, hp)
+    rest, head = param_groups(model, METHODS.get(method), loaded.info, hp)
     head_names = {n for n, p in model.named_parameters() if any(p is q for q in head["params"])}
     assert head["lr"] == 1e-3 and "lr" not in rest  # the rest keeps the optimizer's lr
     assert head_names and all(".classifier." in f".{n}" for n in head_names)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert sum(p.numel() for group in (rest, head) for p in group["params"]) == trainable
-    (only,) = _param_groups(model, METHODS.get(method), loaded.info, {**hp, "head_lr": 0.0})
+    (only,) = param_groups(model, METHODS.get(method), loaded.info, {**hp, "head_lr": 0.0})
     assert len(only["params"]) == len(rest["params"]) + len(head["params"])
 
 
 def test_max_eval_examples_draws_the_same_sample_of_every_class():
     from datasets import Dataset
 
-    from peftbench.run.runner import eval_subset
+    from peftbench.run.heads import eval_subset
 
     ordered = Dataset.from_dict({"labels": [c for c in range(10) for _ in range(50)]})  # by class
     sample = eval_subset(ordered, 64)

@@ -34,8 +34,10 @@ TRAINING_HPARAM_HELP: dict[str, str] = {
     "batch_size": "training examples per step",
     "eval_batch_size": "examples per batch when predicting on the validation and dev splits",
     "max_length": "tokens per example; longer examples are truncated",
-    "warmup_ratio": "fraction of the steps with a linear warm-up (then linear decay to 0)",
+    "warmup_ratio": "fraction of the steps with a linear warm-up (then the lr_scheduler's decay)",
+    "lr_scheduler": "transformers' schedule after the warm-up (linear: decay to 0; cosine, ...)",
     "weight_decay": "AdamW weight decay",
+    "max_grad_norm": "clip the gradients' global norm to this before each step (0: no clipping)",
     "head_lr": "learning rate of the task head (0: the method's lr)",
     "precision": f"one of {', '.join(PRECISIONS)} (auto: bf16 where native, else fp32; "
     "bf16/fp16 mixed; int8/nf4: quantized base)",

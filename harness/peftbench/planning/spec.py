@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "eval_batch_size": 64,
     "max_length": 64,
     "warmup_ratio": 0.06,
+    "lr_scheduler": "linear",
     "weight_decay": 0.0,
+    "max_grad_norm": 0.0,
     "head_lr": 0.0,
     "precision": "fp32",
     "max_eval_examples": 0,
@@ -31,7 +34,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 }
 """Training budget and loop settings shared by all methods (``max_eval_examples`` 0: all;
 ``head_lr`` 0: the task head trains at ``lr``, like everything else; ``max_new_tokens`` 0: the
-generation task's own limit)."""
+generation task's own limit; ``max_grad_norm`` 0: no gradient clipping)."""
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8", "nf4")
 """auto: bf16 where the device computes it natively, else fp32 (:mod:`peftbench.run.precision`;
@@ -39,6 +42,24 @@ the record says what ran and why); fp32; bf16/fp16 mixed precision; int8/nf4: th
 quantized with bitsandbytes."""
 POSITIVE = ("steps", "batch_size", "eval_batch_size", "max_length")
 NON_NEGATIVE = ("max_eval_examples", "max_new_tokens")
+SCHEDULERS_NEEDING_MORE = {
+    "reduce_lr_on_plateau": "steps on a metric, not once per optimizer step",
+    "greedy": "steps on a metric, not once per optimizer step",
+    "cosine_with_min_lr": "needs min_lr or min_lr_rate",
+    "cosine_warmup_with_min_lr": "needs min_lr or min_lr_rate",
+    "warmup_stable_decay": "needs num_decay_steps",
+}
+"""transformers schedules that take more than the warm-up and total steps (the only values a
+run passes ``get_scheduler``): not offered."""
+
+
+@cache
+def lr_schedulers() -> tuple[str, ...]:
+    """The ``lr_scheduler`` values: transformers' ``SchedulerType`` names, less
+    :data:`SCHEDULERS_NEEDING_MORE`."""
+    from transformers.trainer_utils import SchedulerType
+
+    return tuple(s.value for s in SchedulerType if s.value not in SCHEDULERS_NEEDING_MORE)
 
 
 
@@ -190,6 +211,10 @@ def check_hparams(hp: dict[str, Any]) -> None:
         raise SpecError(f"lr={hp['lr']!r}: must be positive")
     if hp["head_lr"] < 0:
         raise SpecError(f"head_lr={hp['head_lr']!r}: must be >= 0 (0: the same as lr)")
+    if not hp["max_grad_norm"] >= 0:  # NaN too
+        raise SpecError(f"max_grad_norm={hp['max_grad_norm']!r}: must be >= 0 (0: no clipping)")
+    if hp["lr_scheduler"] not in lr_schedulers():
+        raise SpecError(f"lr_scheduler={hp['lr_scheduler']!r}; valid: {', '.join(lr_schedulers())}")
     for key in NON_NEGATIVE:
         if hp[key] < 0:
             raise SpecError(f"{key}={hp[key]!r}: must be >= 0 (0: all, or the task's own)")
