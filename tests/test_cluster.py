@@ -211,7 +211,7 @@ def test_resources_grow_with_model_size_and_method():
         "lr": 1e-4,
     }
     sizes = {
-        (model, method): footprint(model, method, "classification", tuple(sorted(hp.items())))
+        (model, method): footprint(model, method, "docstring-match", hp)
         for model in ("minilm-l2", "minilm-l6")
         for method in ("full", "bitfit")
     }

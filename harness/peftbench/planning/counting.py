@@ -270,14 +270,15 @@ def count_model_method(
     from peftbench.plugin.registry import METHODS
 
     hp = resolve_hparams(method_name, overrides)  # the method's own checks included
-    built = meta_model(model_name, num_labels, head, method_name, hp)
+    built = meta_model(model_name, num_labels, head, method_name, hp, own=True)  # merged into
     if built.not_applied:
         reason = built.not_applied
         raise NotApplicableError(f"{method_name} does not apply to {model_name}: {reason}")
     mergeable = hp["precision"] not in BITS  # as in a run: merging would requantize the base
-    # The build is shared (cached): the merge runs on a meta-device copy, never on it.
     method = METHODS.get(method_name)
-    return count_static(built.model, method, built.info, built.base, mergeable=mergeable)
+    return count_static(
+        built.model, method, built.info, built.base, inplace=True, mergeable=mergeable
+    )
 
 
 def split_head(

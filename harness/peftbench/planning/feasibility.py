@@ -14,31 +14,25 @@ Two kinds of answer (docs/measurement.md, "Feasibility"):
 
 from __future__ import annotations
 
-from functools import cache
 from typing import TYPE_CHECKING
 
+from peftbench.planning.structure import MetaModel, task_model
 from peftbench.plugin.quantize import BITS
-from peftbench.plugin.registry import METHODS, MODELS, TASKS
+from peftbench.plugin.registry import METHODS, TASKS
 
 if TYPE_CHECKING:
     from peftbench.planning.spec import RunSpec
-    from peftbench.plugin.model import LoadedModel
 
 POSITION_FIELDS = ("max_position_embeddings", "n_positions")
 """Config fields that bound a model's sequence length (absent: relative positions, no bound)."""
 
 
-@cache
-def _meta_build(model: str, task: str) -> LoadedModel:
-    task_plugin = TASKS.get(task)
-    return MODELS.get(model).build_empty(task_plugin.num_labels or 2, task_plugin.head)
-
-
-def meta_build(model: str, task: str) -> LoadedModel | None:
-    """The task model of ``model`` for ``task`` on the meta device, or ``None`` when its config
-    cannot be read here (e.g. an ``hf:`` model offline: the job will say why)."""
+def meta_build(model: str, task: str) -> MetaModel | None:
+    """The task model of ``model`` for ``task`` on the meta device
+    (:func:`~peftbench.planning.structure.task_model`), or ``None`` when its config cannot be
+    read here (e.g. an ``hf:`` model offline: the job will say why)."""
     try:
-        return _meta_build(model, task)
+        return task_model(model, task)
     except OSError:
         return None
 
@@ -64,13 +58,12 @@ def task_problems(task: str) -> list[str]:
 
 def spec_problems(spec: RunSpec) -> list[str]:
     """Every value of ``spec`` that no run could use, each naming the value and what is valid."""
-    method = METHODS.get(spec.method)
     where = f"{spec.method} on {spec.model}"
     problems: list[str] = []  # the method's own value checks ran when the spec was resolved
     built = meta_build(spec.model, spec.task)
     if built is None:
         return []
-    config = built.model.config
+    config = built.config
     for field in POSITION_FIELDS:
         limit = getattr(config, field, None)
         if isinstance(limit, int) and spec.hparams["max_length"] > limit:
@@ -78,36 +71,27 @@ def spec_problems(spec: RunSpec) -> list[str]:
                 f"max_length={spec.hparams['max_length']} for {where}: the model has {limit} "
                 f"positions ({field}); valid: 1 to {limit}"
             )
-    if method.unsupported_reason(built.info) is None:
-        problems += _apply_problems(spec.model, spec.method, spec.task, _frozen(spec.hparams))
-    return problems
+    return problems + apply_problems(spec)
 
 
-@cache
-def _apply_problems(model: str, method: str, task: str, hparams: tuple) -> list[str]:
-    """What applying ``method`` to the meta build raises (peft's own checks included)."""
-    import torch
-
+def apply_problems(spec: RunSpec) -> list[str]:
+    """What applying the spec's method to the meta build raises (peft's own checks included);
+    nothing where the method does not apply (:func:`unsupported_reason` says why)."""
     from peftbench.plugin.method import linear_module_names
 
-    built = MODELS.get(model).build_empty(TASKS.get(task).num_labels or 2, TASKS.get(task).head)
-    hp = dict(hparams)
+    hp = spec.hparams
     try:
-        with torch.device("meta"):
-            METHODS.get(method).apply(built.model, hp, built.info)
+        task_model(spec.model, spec.task, spec.method, hp)
     except (ValueError, KeyError, TypeError) as error:  # a value the method refuses
-        problem = f"{method} on {model}: {type(error).__name__}: {error}"
+        problem = f"{spec.method} on {spec.model}: {type(error).__name__}: {error}"
         if "target_modules" in hp and "target" in str(error).lower():
+            built = task_model(spec.model, spec.task)
             names = ", ".join(["auto", "all-linear", *linear_module_names(built.model, built.info)])
             problem += f" (target_modules={hp['target_modules']!r}; valid: {names})"
         return [problem]
     except Exception:  # the method's own failure: the run meets it again and records it
         return []
     return []
-
-
-def _frozen(hparams: dict) -> tuple:
-    return tuple(sorted(hparams.items()))
 
 
 def unsupported_reason(spec: RunSpec, device_kind: str) -> str | None:

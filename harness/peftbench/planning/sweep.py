@@ -15,7 +15,7 @@ import logging
 import math
 import shlex
 from dataclasses import dataclass, field
-from functools import cache, cached_property
+from functools import cached_property
 from typing import Any
 
 from peftbench.planning.codehash import (
@@ -161,7 +161,7 @@ class Sweep:
         gpus = self.gpus(model, method)
         hp = resolve_hparams(method, self.overrides(method, setting))
         try:
-            size = footprint(model, method, TASKS.get(task).head, tuple(sorted(hp.items())))
+            size = footprint(model, method, task, hp)
         except Exception as error:  # an estimate never stops a sweep (e.g. hf: ids offline)
             log.warning("resources of %s × %s: defaults (%s)", model, method, error)
             return RunResources(FALLBACK["mem_mb"], FALLBACK["runtime_min"], gpus)
@@ -179,35 +179,26 @@ class Sweep:
         return int(self.config.get("gpus_per_run", 0))
 
 
-@cache
-def footprint(
-    model: str, method: str, head: str, hparams: tuple[tuple[str, Any], ...]
-) -> Footprint:
-    """Build ``model``'s task model on the meta device and apply ``method`` to it (nothing is
-    allocated or downloaded beyond the model's config). A method that does not apply to the
-    model leaves it fully trainable: the run stops after loading, any estimate fits it."""
-    import torch
-
+def footprint(model: str, method: str, task: str, hp: dict[str, Any]) -> Footprint:
+    """The size of ``model``'s task model for ``task`` adapted by ``method`` with the resolved
+    ``hp``, from its meta-device build (:func:`~peftbench.planning.structure.task_model`:
+    nothing is allocated or downloaded beyond the model's config). A method that does not apply
+    to the model leaves it fully trainable: the run stops after loading, any estimate fits it."""
     from peftbench.planning.estimates import expected_memory, matmul_params
-    from peftbench.plugin.method import unfreeze_head
+    from peftbench.planning.structure import task_model
 
-    hp = dict(hparams)
-    loaded = MODELS.get(model).build_empty(num_labels=2, head=head)
-    info, built, plugin = loaded.info, loaded.model, METHODS.get(method)
-    if plugin.unsupported_reason(info) is None:
-        with torch.device("meta"):
-            built = plugin.apply(built, hp, info)
-        unfreeze_head(built, info, plugin)
-    state = expected_memory(built, hp)
-    parameters = list(built.parameters())
+    built = task_model(model, task, method, hp)
+    info = built.info
+    state = expected_memory(built.model, hp)
+    parameters = list(built.model.parameters())
     return Footprint(
         weights_bytes=state["weights_bytes"],
         training_state_bytes=state["total_bytes"],
-        matmul_params=matmul_params(built),
+        matmul_params=matmul_params(built.model),
         trainable_params=sum(p.numel() for p in parameters if p.requires_grad),
         num_layers=info.num_layers,
         hidden_size=info.hidden_size,
-        num_heads=getattr(loaded.model.config, "num_attention_heads", info.hidden_size // 64),
+        num_heads=getattr(built.config, "num_attention_heads", info.hidden_size // 64),
     )
 
 
