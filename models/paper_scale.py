@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from peftbench import register_model
 from peftbench.plugin.model import TransformersModel
+from peftbench.plugin.task import Head
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -33,6 +34,17 @@ HUB_IDS = {
     "llama-3.2-3b": "meta-llama/Llama-3.2-3B",
 }
 
+MATRIX_COLUMNS: dict[str, tuple[tuple[str, Head], ...]] = {
+    "bert-base": (("BERT", Head.CLASSIFICATION),),
+    "roberta-base": (("RoBERTa", Head.CLASSIFICATION),),
+    "gpt2-medium": (("GPT-2", Head.CLASSIFICATION), ("GPT-2 LM", Head.CAUSAL_LM)),
+    "t5-base": (("T5", Head.CLASSIFICATION),),
+    "llama-2-7b": (("Llama", Head.CLASSIFICATION), ("Llama LM", Head.CAUSAL_LM)),
+}
+"""The configuration that stands for each architecture in docs/methods.md's method ×
+architecture matrix, and its columns (``ModelSource.matrix_columns``): a sequence classifier,
+and for a decoder also the language-model head of a causal-LM task."""
+
 
 class PaperScaleModel(TransformersModel):
     """A hub model whose config comes from the copy shipped with peftbench (no network)."""
@@ -40,6 +52,7 @@ class PaperScaleModel(TransformersModel):
     def __init__(self, name: str, location: str) -> None:
         super().__init__(location, description=f"{location} (config shipped; weights from hub)")
         self.config_file = CONFIGS / f"{name}.json"
+        self.matrix_columns = MATRIX_COLUMNS.get(name, ())
 
     def config(self, **overrides: Any) -> PretrainedConfig:
         from transformers import AutoConfig

@@ -49,6 +49,10 @@ class ModelSource:
     description: str = ""
     tokenizer_key: str = ""
     """Models that share a tokenizer share one tokenized copy of each task."""
+    matrix_columns: tuple[tuple[str, Head], ...] = ()
+    """The columns this model stands for in docs/methods.md's method × architecture matrix, a
+    (label, task head) pair each, e.g. ``(("Llama", Head.CLASSIFICATION), ("Llama LM",
+    Head.CAUSAL_LM))``; one configuration per architecture declares them (none: no column)."""
 
     def config(self, **overrides: Any) -> PretrainedConfig:
         raise NotImplementedError

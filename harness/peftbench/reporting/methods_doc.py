@@ -13,20 +13,15 @@ import sys
 from pathlib import Path
 
 from peftbench.planning.counting import NotApplicableError, count_model_method
-from peftbench.plugin.registry import METHODS
+from peftbench.plugin.registry import METHODS, MODELS
 from peftbench.plugin.task import Head
 
-ARCHITECTURES = {
-    "BERT": ("bert-base", Head.CLASSIFICATION),
-    "RoBERTa": ("roberta-base", Head.CLASSIFICATION),
-    "GPT-2": ("gpt2-medium", Head.CLASSIFICATION),
-    "GPT-2 LM": ("gpt2-medium", Head.CAUSAL_LM),
-    "T5": ("t5-base", Head.CLASSIFICATION),
-    "Llama": ("llama-2-7b", Head.CLASSIFICATION),
-    "Llama LM": ("llama-2-7b", Head.CAUSAL_LM),
-}
-"""Column -> a shipped configuration of the architecture and the task head: a sequence
-classifier, or the language-model head of a causal-LM task (``docstring-match-lm``)."""
+
+def architectures() -> dict[str, tuple[str, Head]]:
+    """Column -> the registered model that stands for the architecture and the task head (a
+    sequence classifier, or the language-model head of a causal-LM task such as
+    ``docstring-match-lm``), as each model declares (``ModelSource.matrix_columns``)."""
+    return {label: (name, head) for name, source in MODELS for label, head in source.matrix_columns}
 
 
 def applies(method: str, model: str, head: str) -> str:
@@ -53,11 +48,12 @@ def render() -> str:
         low, high = method.lr_range
         cells = [f"`{name}`", method.description, method.paper, defaults, f"{low:g} to {high:g}"]
         lines.append("| " + " | ".join(cells) + " |")
+    columns = architectures()
     lines += ["", "## Method × architecture", ""]
-    lines.append("| method | " + " | ".join(ARCHITECTURES) + " |")
-    lines.append("|---|" + "---|" * len(ARCHITECTURES))
+    lines.append("| method | " + " | ".join(columns) + " |")
+    lines.append("|---|" + "---|" * len(columns))
     for name, _ in METHODS:
-        cells = [applies(name, model, head) for model, head in ARCHITECTURES.values()]
+        cells = [applies(name, model, head) for model, head in columns.values()]
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
