@@ -98,7 +98,7 @@ def test_each_metrics_kind_is_declared_on_its_registration(monkeypatch):
     assert metrics.metric("rouge_l").from_confusion is None
     monkeypatch.setitem(metrics.METRICS, "my_acc", None)  # removed after the test
     assert register_metric("my_acc", True, 1.0, 0.0, kind="proportion").kind == "proportion"
-    assert metrics.metrics_of(MetricKind.PROPORTION) == ("accuracy", "exact_match", "my_acc")
+    assert metrics.metric("my_acc").from_confusion is metrics.accuracy_of
     monkeypatch.setitem(metrics.METRICS, "bleu", None)
     assert register_metric("bleu", True, 100.0, 0.0).kind == MetricKind.CONTINUOUS
     with pytest.raises(ValueError, match="kind='share'; valid: proportion, confusion, continuous"):

@@ -164,11 +164,6 @@ SHIPPED = tuple(METRICS)
 ``metric_scripts/<name>/<name>.py``: the ones declared here."""
 
 
-def metrics_of(kind: MetricKind | str) -> tuple[str, ...]:
-    """The declared metrics of ``kind``, in declaration order."""
-    return tuple(name for name, m in METRICS.items() if m.kind == kind)
-
-
 Answer = TypeVar("Answer", int, str)
 """A class label (classification and causal-LM tasks) or an answer string (generation)."""
 
