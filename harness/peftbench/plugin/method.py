@@ -135,12 +135,24 @@ class Method:
         of a module whose copy it trains (the harness never unfreezes it). Default: no."""
         return False
 
-    def update_rank_bounds(self, model: nn.Module) -> dict[int, int | None]:
+    def update_rank_bounds(self, model: nn.Module) -> dict[int, int | str | None]:
         """The base weight matrices that the method's own modules update, as ``id(weight)`` ->
-        the rank the update may reach (LoRA: r), or ``None`` when nothing bounds it below
-        ``min(m, n)`` (IA³'s scaling). Trainable weights need no entry (their bound is
-        ``min(m, n)``). Default: none."""
+        the rank the update may reach (LoRA: r; 0: the module changes no weight, e.g. biases
+        only), ``None`` when nothing bounds it below ``min(m, n)`` (IA³'s scaling), or a
+        string saying why no rank can be declared (an update that depends on the input).
+        Trainable weights need no entry (their bound is ``min(m, n)``). Default: none; a
+        weight the method's modules wrap without an entry has its rank measured only on real
+        weights (docs/parameters.md)."""
         return {}
+
+    def optimizer(
+        self, model: nn.Module, hp: dict[str, Any], param_groups: list[dict[str, Any]]
+    ) -> torch.optim.Optimizer | None:
+        """The optimizer that trains ``model`` (what :meth:`apply` returned, head unfrozen), or
+        ``None`` for the harness's AdamW over ``param_groups`` (the trainable parameters, the
+        head at ``head_lr`` when set) at ``hp["lr"]`` and ``hp["weight_decay"]``. For a method
+        that prescribes its own (LoRA+, LoRA-FA). Default: ``None``."""
+        return None
 
 
 def is_head(name: str, info: ModelInfo) -> bool:

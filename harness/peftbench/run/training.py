@@ -30,18 +30,19 @@ def param_groups(model, method, info, hp) -> list[dict[str, Any]]:
 
 
 def optimizer_and_schedule(run: RunState) -> tuple[Any, Any]:
-    """AdamW over the trainable parameters and the ``lr_scheduler`` schedule (transformers'
-    ``get_scheduler``): ``warmup_ratio`` of the steps warm up, over ``steps`` in all."""
+    """AdamW over the trainable parameters (or the method's own, ``Method.optimizer``) and the
+    ``lr_scheduler`` schedule (transformers' ``get_scheduler``): ``warmup_ratio`` of the steps
+    warm up, over ``steps`` in all."""
     import torch
     from transformers import get_scheduler
 
     hp = run.hp
-    optimizer = torch.optim.AdamW(
-        param_groups(run.model, run.method, run.info, hp),
-        lr=hp["lr"],
-        weight_decay=hp["weight_decay"],
-        **run.policy.optimizer_options(),
-    )
+    groups = param_groups(run.model, run.method, run.info, hp)
+    optimizer = run.method.optimizer(run.model, hp, groups)  # the method's own (LoRA+, LoRA-FA)
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(
+            groups, lr=hp["lr"], weight_decay=hp["weight_decay"], **run.policy.optimizer_options()
+        )
     scheduler = get_scheduler(
         hp["lr_scheduler"],
         optimizer,
