@@ -31,3 +31,12 @@ def test_count_refuses_unknown_hyperparameters_with_the_valid_ones():
 def test_count_unknown_model_lists_models():
     result = run_cli("count", "--model", "bert-huge", "--method", "lora", check=False)
     assert result.returncode == 2 and "llama-3-70b" in result.stderr
+
+
+def test_count_text_output_shows_json_values():
+    out = run_cli("count", "--model", "roberta-base", "--method", "lora").stdout
+    rows = dict(line.split(None, 1) for line in out.splitlines())
+    assert rows["changed"] == "null" and rows["inference_basis"] == "merged"
+    assert json.loads(rows["update_rank"]) == {
+        "max": 8, "mean": 8.0, "matrices": 24, "method": "declared"
+    }  # fmt: skip

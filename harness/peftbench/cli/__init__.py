@@ -214,8 +214,9 @@ def cmd_count(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(counts, indent=2))
     else:
-        for key, value in counts.items():
-            print(f"{key:<24} {value}")
+        for key, value in counts.items():  # JSON for the rest: null, not None; the reasons
+            shown = value if isinstance(value, (int, float, str)) else json.dumps(value)
+            print(f"{key:<24} {shown}")
     return 0
 
 
