@@ -62,8 +62,19 @@ class PeftMethod(Method):
     On a quantized base (bitsandbytes layers) peft's tuners wrap those layers with their
     quantized variants."""
 
+    peft_type: str = ""
+    """peft's ``PeftType`` value of the tuner (``LORA``, ...). For ``LORA``, LoRA's variants
+    (:func:`lora_variant_problems`; the ``optimizer`` hyperparameter, where the method has it,
+    picks LoRA+ or LoRA-FA)."""
+
     def peft_config(self, hp: dict[str, Any], info: ModelInfo) -> Any:
         raise NotImplementedError
+
+    def check_hparams(self, hp):
+        problems = super().check_hparams(hp)
+        if self.peft_type == "LORA":
+            problems += lora_variant_problems(hp, hp.get("r", 8))
+        return problems
 
     def apply(self, model, hp, info):
         from peft import get_peft_model
@@ -73,7 +84,16 @@ class PeftMethod(Method):
         for bits in quantized_bits(model):
             # What transformers sets when it loads a quantized model: peft's cue for its layers.
             setattr(model, f"is_loaded_in_{bits}bit", True)
-        return get_peft_model(model, self.peft_config(hp, info))
+        model = get_peft_model(model, self.peft_config(hp, info))
+        if self.peft_type == "LORA" and hp.get("optimizer") == "lorafa":
+            freeze_lora_a(model)  # as LoRA-FA's optimizer will: the counts see it
+        return model
+
+    def optimizer(self, model, hp, param_groups):
+        if self.peft_type != "LORA":
+            return None
+        config = next(iter(model.peft_config.values()))
+        return lora_optimizer(model, hp, config.r, config.lora_alpha)
 
     native_format = "peft"
 
@@ -387,9 +407,9 @@ def _peft_type(config: Any) -> str:
 
 # LoRA's variants: initialisations and optimizers (lora, its presets, peft:lora) ---------------
 
-LORA_INITS = ("default", "gaussian", "pissa", "pissa_niter_<n>", "olora", "orthogonal")
+LORA_INITS = ("default", "gaussian", "pissa", "pissa_niter_<n>", "olora", "orthogonal", "mica")
 """The ``init_lora_weights`` values a run takes (``default``: peft's ``True``, A as
-``nn.Linear`` does, B zero)."""
+``nn.Linear`` does, B zero; peft's own ``true`` and ``false`` too)."""
 LORA_INIT_REFUSED = {
     "eva": "EVA sets A from the SVD of each layer's inputs, which peft.initialize_lora_eva_weights "
     "computes over batches of training data before training; a method's apply gets the model, "
@@ -427,7 +447,7 @@ def lora_variant_problems(hp: dict[str, Any], r: int) -> list[str]:
     problems = []
     if init in LORA_INIT_REFUSED:
         problems.append(f"init_lora_weights={init!r}: {LORA_INIT_REFUSED[init]}")
-    elif init not in LORA_INITS and not re.fullmatch(r"pissa_niter_\d+", str(init)):
+    elif not (init in (*LORA_INITS, True, False) or re.fullmatch(r"pissa_niter_\d+", str(init))):
         problems.append(f"init_lora_weights={init!r}; valid: {', '.join(LORA_INITS)}")
     if init == "orthogonal" and r % 2:
         problems.append(f"init_lora_weights='orthogonal' needs an even r, not r={r}")
