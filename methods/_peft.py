@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from peftbench.plugin.method import Method
+from peftbench.plugin.method import HParam, Method
 from peftbench.plugin.task import Head
 
 if TYPE_CHECKING:
@@ -44,6 +44,11 @@ TARGET_MODULES_HELP = (
     "or comma-separated module names"
 )
 """Meaning of the ``target_modules`` hyperparameter (:func:`target_modules`), for ``--help``."""
+
+
+def target_modules_param(default: str) -> HParam:
+    """The ``target_modules`` hyperparameter (:func:`target_modules`) with ``default``."""
+    return HParam(default, TARGET_MODULES_HELP)
 
 
 def target_modules(value: str) -> list[str] | str | None:

@@ -18,50 +18,51 @@ Architectures: any with linear (or GPT-2 Conv1D) layers.
 
 from __future__ import annotations
 
-import math
-
 from peftbench import register_method
-from peftbench.methods._peft import TARGET_MODULES_HELP, PeftMethod, target_modules, task_type
+from peftbench.methods._peft import PeftMethod, target_modules, target_modules_param, task_type
+from peftbench.plugin.method import AT_LEAST_ONE, NON_NEGATIVE, UNIT, HParam, learning_rate
 
 
 @register_method("adalora")
 class AdaLoRA(PeftMethod):
     description = "AdaLoRA: SVD-form LoRA whose rank budget is reallocated by importance (peft)"
     paper = "Zhang et al., 2023, Adaptive Budget Allocation for PEFT (AdaLoRA), arXiv:2303.10512"
-    defaults = {
-        "lr": 1e-3,
-        "target_modules": "all-linear",
-        "init_r": 12,
-        "target_r": 8,
-        "alpha": 32,
-        "tinit": 0.1,
-        "tfinal": 0.3,
-        "delta_t": 10,
-        "beta": 0.85,
-        "orth_reg_weight": 0.1,
+    hyperparameters = {
+        "lr": learning_rate(1e-3),
+        "target_modules": target_modules_param("all-linear"),
+        "init_r": HParam(12, "rank of every adapted matrix at the start", AT_LEAST_ONE),
+        "target_r": HParam(
+            8, "average rank per matrix once the budget has fallen (at most init_r)", AT_LEAST_ONE
+        ),
+        "alpha": HParam(32, "scaling numerator: the update is multiplied by alpha/r", NON_NEGATIVE),
+        "tinit": HParam(
+            0.1, "fraction of the steps trained before the budget starts to fall", UNIT
+        ),
+        "tfinal": HParam(
+            0.3, "fraction of the steps, at the end, that train the final allocation", UNIT
+        ),
+        "delta_t": HParam(
+            10, "optimizer steps between two reallocations of the budget", AT_LEAST_ONE
+        ),
+        "beta": HParam(0.85, "smoothing of the importance scores (peft's beta1 and beta2)", UNIT),
+        "orth_reg_weight": HParam(
+            0.1, "weight of the orthogonality regulariser on P and Q", NON_NEGATIVE
+        ),
     }
-    hparam_help = {
-        "target_modules": TARGET_MODULES_HELP,
-        "init_r": "rank of every adapted matrix at the start",
-        "target_r": "average rank per matrix once the budget has fallen",
-        "alpha": "scaling numerator: the update is multiplied by alpha/r",
-        "tinit": "fraction of the steps trained before the budget starts to fall",
-        "tfinal": "fraction of the steps, at the end, that train the final allocation",
-        "delta_t": "optimizer steps between two reallocations of the budget",
-        "beta": "smoothing of the importance scores (peft's beta1 and beta2)",
-        "orth_reg_weight": "weight of the orthogonality regulariser on P and Q",
-    }
-    hparam_bounds = {
-        "init_r": (1, math.inf),
-        "target_r": (1, math.inf),
-        "alpha": (0, math.inf),
-        "tinit": (0, 1),
-        "tfinal": (0, 1),
-        "delta_t": (1, math.inf),
-        "beta": (0, 1),
-        "orth_reg_weight": (0, math.inf),
-    }
+    family = "low-rank"
+    rank_rule = "init_r per adapted matrix, target_r on average once the budget has fallen"
     lr_range = (5e-4, 1.2e-3)
+
+    def check_hparams(self, hp):
+        """The declared ranges, and the budget only falls: ``target_r`` <= ``init_r`` (which
+        peft's config does not check)."""
+        problems = super().check_hparams(hp)
+        if hp["target_r"] > hp["init_r"]:
+            problems.append(
+                f"target_r={hp['target_r']} with init_r={hp['init_r']}: the budget only falls; "
+                f"valid: target_r from 1 to {hp['init_r']}"
+            )
+        return problems
 
     def peft_config(self, hp, info):
         from peft import AdaLoraConfig

@@ -8,14 +8,16 @@ short budget needs higher. Applies to any architecture with bias terms.
 from __future__ import annotations
 
 from peftbench import register_method
-from peftbench.plugin.method import Method
+from peftbench.plugin.method import Method, learning_rate
 
 
 @register_method("bitfit")
 class BitFit(Method):
     description = "BitFit: only the bias terms are trained"
     paper = "Ben Zaken et al., 2022, BitFit, arXiv:2106.10199"
-    defaults = {"lr": 5e-3}
+    hyperparameters = {"lr": learning_rate(5e-3)}
+    family = "selective"
+    rank_rule = "no weight matrix updated (biases only)"
     lr_range = (1e-4, 1e-2)
 
     def unsupported_reason(self, info):

@@ -12,22 +12,23 @@ GPT-2, Llama, ...).
 
 from __future__ import annotations
 
-import math
-
 from peftbench import register_method
 from peftbench.methods._modules import transformer_layers
-from peftbench.plugin.method import Method
+from peftbench.plugin.method import AT_LEAST_ONE, HParam, Method, learning_rate
 
 
 @register_method("freeze")
 class Freeze(Method):
     description = "Freeze: only the top k transformer layers (and what is above them) trained"
     paper = "Lee et al., 2019, What Would Elsa Do? Freezing Layers ..., arXiv:1911.03090"
-    defaults = {"lr": 1e-4, "k": 1}
-    hparam_help = {
-        "k": "number of top transformer layers trained (1 to the model's layers)",
+    hyperparameters = {
+        "lr": learning_rate(1e-4),
+        "k": HParam(
+            1, "number of top transformer layers trained (1 to the model's layers)", AT_LEAST_ONE
+        ),
     }
-    hparam_bounds = {"k": (1, math.inf)}
+    family = "selective"
+    rank_rule = "min(m, n) in the top k layers, 0 below"
     lr_range = (1e-5, 1e-4)
     trains_base_weights = True
 

@@ -13,7 +13,6 @@ family, GPT-2, Llama family.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 from peftbench import register_method
@@ -23,7 +22,7 @@ from peftbench.methods._modules import (
     freeze_all,
     transformer_layers,
 )
-from peftbench.plugin.method import Method
+from peftbench.plugin.method import AT_LEAST_ONE, HParam, Method, learning_rate
 
 if TYPE_CHECKING:
     from torch import nn
@@ -39,13 +38,17 @@ def is_norm(module: nn.Module) -> bool:
 class Houlsby(Method):
     description = "Houlsby adapters: two bottleneck adapters per layer, layer norms trained"
     paper = "Houlsby et al., 2019, Parameter-Efficient Transfer Learning for NLP, arXiv:1902.00751"
-    defaults = {"lr": 3e-4, "bottleneck": 64, "activation": "swish"}
-    hparam_help = {
-        "bottleneck": "adapter bottleneck width m",
-        "activation": "adapter nonlinearity (a transformers activation: relu, gelu, swish)",
+    hyperparameters = {
+        "lr": learning_rate(3e-4),
+        "bottleneck": HParam(64, "adapter bottleneck width m", AT_LEAST_ONE),
+        "activation": HParam(
+            "swish",
+            "adapter nonlinearity (a transformers activation: relu, gelu, swish)",
+            choices=ACTIVATIONS,
+        ),
     }
-    hparam_choices = {"activation": ACTIVATIONS}
-    hparam_bounds = {"bottleneck": (1, math.inf)}
+    family = "adapter"
+    rank_rule = "no weight matrix updated (modules added in series)"
     lr_range = (3e-5, 3e-3)
     architectures = tuple(LAYOUTS)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from peftbench import register_method
 from peftbench.methods._modules import ENCODERS
 from peftbench.methods._peft import PeftMethod
+from peftbench.plugin.method import learning_rate
 
 BERT_TARGETS = r".*\.layer\.\d+\.(attention\.self\.(key|value)|output\.dense)"
 BERT_FEEDFORWARD = r".*\.layer\.\d+\.output\.dense"
@@ -24,7 +25,9 @@ BERT_FEEDFORWARD = r".*\.layer\.\d+\.output\.dense"
 class IA3(PeftMethod):
     description = "(IA)³: learned rescaling of keys, values and FFN activations (peft)"
     paper = "Liu et al., 2022, Few-Shot Parameter-Efficient Fine-Tuning ..., arXiv:2205.05638"
-    defaults = {"lr": 3e-3}
+    hyperparameters = {"lr": learning_rate(3e-3)}
+    family = "scaling"
+    rank_rule = "min(m, n): a diagonal rescaling is not low-rank"
     lr_range = (1e-3, 1e-2)
 
     def peft_config(self, hp, info):

@@ -10,24 +10,30 @@ to 5e-4 for RoBERTa-base). Mergeable: after merging it adds no inference-time pa
 
 from __future__ import annotations
 
-import math
-
 from peftbench import register_method
-from peftbench.methods._peft import TARGET_MODULES_HELP, PeftMethod, target_modules
+from peftbench.methods._peft import PeftMethod, target_modules, target_modules_param
+from peftbench.plugin.method import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    UNIT,
+    HParam,
+    learning_rate,
+)
 
 
 @register_method("lora")
 class LoRA(PeftMethod):
     description = "LoRA: Low-Rank Adaptation, trainable update B·A on attention projections (peft)"
     paper = "Hu et al., 2022, LoRA: Low-Rank Adaptation of Large Language Models, arXiv:2106.09685"
-    defaults = {"lr": 5e-4, "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "auto"}
-    hparam_help = {
-        "r": "rank of the update B·A",
-        "alpha": "scaling numerator: the update is multiplied by alpha/r",
-        "dropout": "dropout on the input of the update",
-        "target_modules": TARGET_MODULES_HELP,
+    hyperparameters = {
+        "lr": learning_rate(5e-4),
+        "r": HParam(8, "rank of the update B·A", AT_LEAST_ONE),
+        "alpha": HParam(16, "scaling numerator: the update is multiplied by alpha/r", NON_NEGATIVE),
+        "dropout": HParam(0.0, "dropout on the input of the update", UNIT),
+        "target_modules": target_modules_param("auto"),
     }
-    hparam_bounds = {"r": (1, math.inf), "alpha": (0, math.inf), "dropout": (0, 1)}
+    family = "low-rank"
+    rank_rule = "r per adapted matrix"
     lr_range = (1e-4, 1e-3)
 
     def peft_config(self, hp, info):
@@ -44,8 +50,8 @@ class LoRA(PeftMethod):
 
 
 class QuantizedLoRA(LoRA):
-    """LoRA preset on a quantized base: its ``defaults`` set ``precision`` (QLoRA: nf4,
-    LoRA-int8: int8), which quantizes the base like any run at that precision. Any other
+    """LoRA preset on a quantized base: its ``precision`` default (QLoRA: nf4, LoRA-int8:
+    int8) quantizes the base like any run at that precision. Any other
     precision is refused (that is ``lora``)."""
 
     def check_hparams(self, hp):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from peftbench import register_method
 from peftbench.methods.lora import LoRA, QuantizedLoRA
+from peftbench.plugin.method import HParam
 
 
 @register_method("lora_int8")
@@ -24,6 +25,8 @@ class LoRAInt8(QuantizedLoRA):
         "Dettmers et al., 2022, LLM.int8(), arXiv:2208.07339; "
         "Hu et al., 2022, LoRA, arXiv:2106.09685"
     )
-    defaults = {**LoRA.defaults, "precision": "int8"}
-    hparam_help = {**LoRA.hparam_help, "precision": "int8 only: lora_int8 is LoRA on an int8 base"}
+    hyperparameters = {
+        **LoRA.hyperparameters,
+        "precision": HParam("int8", "int8 only: lora_int8 is LoRA on an int8 base"),
+    }
     lr_range = (1e-4, 1e-3)

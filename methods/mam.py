@@ -19,8 +19,6 @@ choices. Architectures: BERT family (bert, roberta, xlm-roberta, electra), GPT-2
 
 from __future__ import annotations
 
-import math
-
 from peftbench import register_method
 from peftbench.methods._modules import (
     LAYOUTS,
@@ -28,6 +26,7 @@ from peftbench.methods._modules import (
     freeze_all,
     transformer_layers,
 )
+from peftbench.plugin.method import AT_LEAST_ONE, NON_NEGATIVE, HParam, learning_rate
 
 
 @register_method("mam")
@@ -37,25 +36,17 @@ class MAMAdapter(DeepPrefixMethod):
         "He et al., 2022, Towards a Unified View of Parameter-Efficient Transfer Learning, "
         "arXiv:2110.04366"
     )
-    defaults = {
-        "lr": 1e-4,
-        "prefix_length": 30,
-        "prefix_hidden": 512,
-        "bottleneck": 512,
-        "scale": 4.0,
+    hyperparameters = {
+        "lr": learning_rate(1e-4),
+        "prefix_length": HParam(30, "prefix vectors l per layer", AT_LEAST_ONE),
+        "prefix_hidden": HParam(
+            512, "width of the MLP that computes the prefix while training", AT_LEAST_ONE
+        ),
+        "bottleneck": HParam(512, "parallel adapter bottleneck width m", AT_LEAST_ONE),
+        "scale": HParam(4.0, "scale s of the parallel adapter's output", NON_NEGATIVE),
     }
-    hparam_help = {
-        "prefix_length": "prefix vectors l per layer",
-        "prefix_hidden": "width of the MLP that computes the prefix while training",
-        "bottleneck": "parallel adapter bottleneck width m",
-        "scale": "scale s of the parallel adapter's output",
-    }
-    hparam_bounds = {
-        "prefix_length": (1, math.inf),
-        "prefix_hidden": (1, math.inf),
-        "bottleneck": (1, math.inf),
-        "scale": (0, math.inf),
-    }
+    family = "hybrid"
+    rank_rule = "no weight matrix updated (prefix and parallel modules added)"
     lr_range = (5e-5, 5e-4)
 
     def apply(self, model, hp, info):

@@ -12,10 +12,9 @@ which read the last non-padding token and cannot find it in peft's prompted embe
 
 from __future__ import annotations
 
-import math
-
 from peftbench import register_method
 from peftbench.methods._peft import PromptMethod, input_prompt_unsupported, task_type
+from peftbench.plugin.method import AT_LEAST_ONE, HParam, learning_rate
 
 
 @register_method("p_tuning")
@@ -23,14 +22,16 @@ class PTuning(PromptMethod):
     equal_length_batches = True  # peft drops position ids with input-embedding prompts
     description = "P-tuning: prompt embeddings from a trained LSTM+MLP prompt encoder (peft)"
     paper = "Liu et al., 2021, GPT Understands, Too, arXiv:2103.10385"
-    defaults = {"lr": 1e-3, "num_virtual_tokens": 20, "encoder_hidden_size": 128, "encoder": "lstm"}
-    hparam_help = {
-        "num_virtual_tokens": "prompt length p (virtual tokens)",
-        "encoder_hidden_size": "hidden size of the prompt encoder",
-        "encoder": "prompt encoder: lstm (LSTM then MLP) or mlp",
+    hyperparameters = {
+        "lr": learning_rate(1e-3),
+        "num_virtual_tokens": HParam(20, "prompt length p (virtual tokens)", AT_LEAST_ONE),
+        "encoder_hidden_size": HParam(128, "hidden size of the prompt encoder", AT_LEAST_ONE),
+        "encoder": HParam(
+            "lstm", "prompt encoder: lstm (LSTM then MLP) or mlp", choices=("lstm", "mlp")
+        ),
     }
-    hparam_choices = {"encoder": ("lstm", "mlp")}
-    hparam_bounds = {"num_virtual_tokens": (1, math.inf), "encoder_hidden_size": (1, math.inf)}
+    family = "prompt"
+    rank_rule = "no weight matrix updated (input embeddings added)"
     lr_range = (1e-4, 1e-2)
 
     def unsupported_reason(self, info):

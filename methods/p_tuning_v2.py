@@ -13,21 +13,23 @@ prefix-tunes.
 
 from __future__ import annotations
 
-import math
-
 from peftbench import register_method
 from peftbench.methods._peft import PromptMethod, task_type
+from peftbench.plugin.method import AT_LEAST_ONE, HParam, learning_rate
 
 
 @register_method("p_tuning_v2")
 class PTuningV2(PromptMethod):
     description = "P-tuning v2: deep prompts (key/value prefixes) in every layer, no MLP (peft)"
     paper = "Liu et al., 2022, P-Tuning v2, arXiv:2110.07602"
-    defaults = {"lr": 5e-3, "num_virtual_tokens": 20}
-    hparam_help = {
-        "num_virtual_tokens": "prefix length l (key/value vectors per layer)",
+    hyperparameters = {
+        "lr": learning_rate(5e-3),
+        "num_virtual_tokens": HParam(
+            20, "prefix length l (key/value vectors per layer)", AT_LEAST_ONE
+        ),
     }
-    hparam_bounds = {"num_virtual_tokens": (1, math.inf)}
+    family = "prompt"
+    rank_rule = "no weight matrix updated (attention keys and values added)"
     lr_range = (5e-3, 1e-2)
 
     def peft_config(self, hp, info):

@@ -12,8 +12,6 @@ parameters per layer. Architectures: BERT family, GPT-2, Llama family.
 
 from __future__ import annotations
 
-import math
-
 from peftbench import register_method
 from peftbench.methods._modules import (
     ACTIVATIONS,
@@ -21,20 +19,26 @@ from peftbench.methods._modules import (
     freeze_all,
     transformer_layers,
 )
-from peftbench.plugin.method import Method
+from peftbench.plugin.method import AT_LEAST_ONE, HParam, Method, learning_rate
 
 
 @register_method("pfeiffer")
 class Pfeiffer(Method):
     description = "Pfeiffer adapter: one bottleneck adapter per layer, after the feed-forward block"
     paper = "Pfeiffer et al., 2021, AdapterFusion, arXiv:2005.00247"
-    defaults = {"lr": 1e-4, "reduction_factor": 16, "activation": "relu"}
-    hparam_help = {
-        "reduction_factor": "bottleneck width is the hidden size divided by this",
-        "activation": "adapter nonlinearity (a transformers activation: relu, gelu, swish)",
+    hyperparameters = {
+        "lr": learning_rate(1e-4),
+        "reduction_factor": HParam(
+            16, "bottleneck width is the hidden size divided by this", AT_LEAST_ONE
+        ),
+        "activation": HParam(
+            "relu",
+            "adapter nonlinearity (a transformers activation: relu, gelu, swish)",
+            choices=ACTIVATIONS,
+        ),
     }
-    hparam_choices = {"activation": ACTIVATIONS}
-    hparam_bounds = {"reduction_factor": (1, math.inf)}
+    family = "adapter"
+    rank_rule = "no weight matrix updated (modules added in series)"
     lr_range = (1e-4, 1e-3)
     architectures = tuple(LAYOUTS)
 

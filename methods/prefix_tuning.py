@@ -14,28 +14,27 @@ code). Architectures: those peft prefix-tunes (BERT family, GPT-2, Llama, ...).
 
 from __future__ import annotations
 
-import math
-
 from peftbench import register_method
 from peftbench.methods._peft import PromptMethod, task_type
+from peftbench.plugin.method import AT_LEAST_ONE, HParam, learning_rate
 
 
 @register_method("prefix_tuning")
 class PrefixTuning(PromptMethod):
     description = "Prefix tuning: trainable key/value prefixes in every layer, MLP-reparametrised"
     paper = "Li & Liang, 2021, Prefix-Tuning, arXiv:2101.00190"
-    defaults = {
-        "lr": 5e-4,
-        "num_virtual_tokens": 10,
-        "prefix_projection": True,
-        "encoder_hidden_size": 512,
+    hyperparameters = {
+        "lr": learning_rate(5e-4),
+        "num_virtual_tokens": HParam(
+            10, "prefix length l (key/value vectors per layer)", AT_LEAST_ONE
+        ),
+        "prefix_projection": HParam(
+            True, "compute the prefix with an MLP while training (false: P-tuning v2)"
+        ),
+        "encoder_hidden_size": HParam(512, "width of that MLP", AT_LEAST_ONE),
     }
-    hparam_help = {
-        "num_virtual_tokens": "prefix length l (key/value vectors per layer)",
-        "prefix_projection": "compute the prefix with an MLP while training (false: P-tuning v2)",
-        "encoder_hidden_size": "width of that MLP",
-    }
-    hparam_bounds = {"num_virtual_tokens": (1, math.inf), "encoder_hidden_size": (1, math.inf)}
+    family = "prompt"
+    rank_rule = "no weight matrix updated (attention keys and values added)"
     lr_range = (5e-5, 5e-3)
 
     def peft_config(self, hp, info):

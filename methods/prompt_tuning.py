@@ -14,10 +14,9 @@ cannot find it once peft passes embeddings instead of token ids.
 
 from __future__ import annotations
 
-import math
-
 from peftbench import register_method
 from peftbench.methods._peft import PromptMethod, input_prompt_unsupported, task_type
+from peftbench.plugin.method import AT_LEAST_ONE, HParam, learning_rate
 
 INITS = {"sample_vocab": "SAMPLE_VOCAB", "random": "RANDOM"}
 
@@ -27,13 +26,17 @@ class PromptTuning(PromptMethod):
     equal_length_batches = True  # peft drops position ids with input-embedding prompts
     description = "Prompt tuning: trainable soft-prompt embeddings before the input (peft)"
     paper = "Lester et al., 2021, The Power of Scale for ... Prompt Tuning, arXiv:2104.08691"
-    defaults = {"lr": 3e-2, "num_virtual_tokens": 20, "init": "sample_vocab"}
-    hparam_help = {
-        "num_virtual_tokens": "soft-prompt length p (virtual tokens)",
-        "init": "initial prompt: sample_vocab (embeddings of random vocabulary tokens) or random",
+    hyperparameters = {
+        "lr": learning_rate(3e-2),
+        "num_virtual_tokens": HParam(20, "soft-prompt length p (virtual tokens)", AT_LEAST_ONE),
+        "init": HParam(
+            "sample_vocab",
+            "initial prompt: sample_vocab (embeddings of random vocabulary tokens) or random",
+            choices=tuple(INITS),
+        ),
     }
-    hparam_choices = {"init": tuple(INITS)}
-    hparam_bounds = {"num_virtual_tokens": (1, math.inf)}
+    family = "prompt"
+    rank_rule = "no weight matrix updated (input embeddings added)"
     lr_range = (1e-3, 3e-1)
 
     def unsupported_reason(self, info):

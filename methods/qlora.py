@@ -16,19 +16,21 @@ from __future__ import annotations
 
 from peftbench import register_method
 from peftbench.methods.lora import LoRA, QuantizedLoRA
+from peftbench.plugin.method import HParam, learning_rate
+
+LORA = LoRA.hyperparameters
 
 
 @register_method("qlora")
 class QLoRA(QuantizedLoRA):
     description = "QLoRA: LoRA on every linear layer of a 4-bit NF4 double-quantized base (bnb)"
     paper = "Dettmers et al., 2023, QLoRA: Efficient Finetuning of Quantized LLMs, arXiv:2305.14314"
-    defaults = {
-        "lr": 2e-4,
-        "r": 64,
-        "alpha": 16,
-        "dropout": 0.1,
-        "target_modules": "all-linear",
-        "precision": "nf4",
+    hyperparameters = {
+        "lr": learning_rate(2e-4),
+        "r": LORA["r"].with_default(64),
+        "alpha": LORA["alpha"],
+        "dropout": LORA["dropout"].with_default(0.1),
+        "target_modules": LORA["target_modules"].with_default("all-linear"),
+        "precision": HParam("nf4", "nf4 only: qlora is LoRA on an nf4 base"),
     }
-    hparam_help = {**LoRA.hparam_help, "precision": "nf4 only: qlora is LoRA on an nf4 base"}
     lr_range = (1e-4, 2e-4)

@@ -25,8 +25,6 @@ xlm-roberta, electra), GPT-2, Llama family (llama, mistral, qwen2).
 
 from __future__ import annotations
 
-import math
-
 from peftbench import register_method
 from peftbench.methods._modules import (
     LAYOUTS,
@@ -34,36 +32,31 @@ from peftbench.methods._modules import (
     freeze_all,
     transformer_layers,
 )
+from peftbench.plugin.method import AT_LEAST_ONE, HParam, learning_rate
 
 
 @register_method("unipelt")
 class UniPELT(DeepPrefixMethod):
     description = "UniPELT: gated LoRA + gated prefix + gated adapter in every layer"
     paper = "Mao et al., 2022, UniPELT, arXiv:2110.07577"
-    defaults = {
-        "lr": 5e-4,
-        "prefix_length": 10,
-        "prefix_hidden": 512,
-        "lora_r": 8,
-        "lora_targets": "auto",
-        "reduction_factor": 16,
-    }
-    hparam_help = {
-        "prefix_length": "prefix vectors l per layer",
-        "prefix_hidden": "width of the MLP that computes the prefix while training",
-        "lora_r": "rank of the gated LoRA update",
-        "lora_targets": (
-            "attention submodules that get the gated LoRA update: auto (the query and value "
-            "projections) or comma-separated names"
+    hyperparameters = {
+        "lr": learning_rate(5e-4),
+        "prefix_length": HParam(10, "prefix vectors l per layer", AT_LEAST_ONE),
+        "prefix_hidden": HParam(
+            512, "width of the MLP that computes the prefix while training", AT_LEAST_ONE
         ),
-        "reduction_factor": "the gated adapter's width is the hidden size divided by this",
+        "lora_r": HParam(8, "rank of the gated LoRA update", AT_LEAST_ONE),
+        "lora_targets": HParam(
+            "auto",
+            "attention submodules that get the gated LoRA update: auto (the query and value "
+            "projections) or comma-separated names",
+        ),
+        "reduction_factor": HParam(
+            16, "the gated adapter's width is the hidden size divided by this", AT_LEAST_ONE
+        ),
     }
-    hparam_bounds = {
-        "prefix_length": (1, math.inf),
-        "prefix_hidden": (1, math.inf),
-        "lora_r": (1, math.inf),
-        "reduction_factor": (1, math.inf),
-    }
+    family = "hybrid"
+    rank_rule = "lora_r per query and value projection (gated LoRA), plus added modules"
     lr_range = (1e-4, 1e-3)
 
     def apply(self, model, hp, info):

@@ -13,24 +13,26 @@ Mergeable. Architectures: those peft has VeRA defaults for (BERT family, GPT-2, 
 
 from __future__ import annotations
 
-import math
-
 from peftbench import register_method
-from peftbench.methods._peft import TARGET_MODULES_HELP, PeftMethod, target_modules
+from peftbench.methods._peft import PeftMethod, target_modules, target_modules_param
+from peftbench.plugin.method import AT_LEAST_ONE, NON_NEGATIVE, HParam, learning_rate
 
 
 @register_method("vera")
 class VeRA(PeftMethod):
     description = "VeRA: shared frozen random low-rank matrices, trained scaling vectors (peft)"
     paper = "Kopiczko et al., 2024, VeRA: Vector-based Random Matrix Adaptation, arXiv:2310.11454"
-    defaults = {"lr": 4e-3, "r": 256, "target_modules": "auto", "d_initial": 0.1, "seed": 0}
-    hparam_help = {
-        "r": "rank of the shared frozen random matrices",
-        "target_modules": TARGET_MODULES_HELP,
-        "d_initial": "initial value of the scaling vector λ_d",
-        "seed": "seed of the shared random matrices (peft's projection_prng_key)",
+    hyperparameters = {
+        "lr": learning_rate(4e-3),
+        "r": HParam(256, "rank of the shared frozen random matrices", AT_LEAST_ONE),
+        "target_modules": target_modules_param("auto"),
+        "d_initial": HParam(0.1, "initial value of the scaling vector λ_d", NON_NEGATIVE),
+        "seed": HParam(
+            0, "seed of the shared random matrices (peft's projection_prng_key)", NON_NEGATIVE
+        ),
     }
-    hparam_bounds = {"r": (1, math.inf), "d_initial": (0, math.inf), "seed": (0, math.inf)}
+    family = "low-rank"
+    rank_rule = "r per adapted matrix (shared random bases)"
     lr_range = (1e-3, 1e-2)
 
     def peft_config(self, hp, info):

@@ -13,7 +13,6 @@ from peftbench.cli import (
     TRAINING_HPARAM_HELP,
     build_parser,
     main,
-    method_hparam_help,
 )
 from peftbench.planning.spec import TRAINING_DEFAULTS
 from peftbench.plugin.registry import METHODS
@@ -41,7 +40,7 @@ def test_listings_import_no_heavy_library():
 
 
 def table_rows(text: str) -> dict[str, list[str]]:
-    """``name type default meaning...`` lines of ``list hparams``, by name."""
+    """``name type default valid meaning...`` lines of ``list hparams``, by name."""
     return {line.split()[0]: line.split() for line in text.splitlines() if line[:1].isalnum()}
 
 
@@ -52,8 +51,23 @@ def test_list_hparams_shows_training_and_the_methods_own(capsys):
     for name, default in {**TRAINING_DEFAULTS, **lora.defaults}.items():
         assert rows[name][1] == type(default).__name__, name
         assert rows[name][2] == (repr(default) if isinstance(default, str) else str(default))
-    assert " ".join(rows["r"][3:]) == lora.hparam_help["r"]
-    assert " ".join(rows["steps"][3:]) == TRAINING_HPARAM_HELP["steps"]
+    assert rows["r"][3] == "1..inf" and rows["dropout"][3] == "0..1"  # the declared bounds
+    assert " ".join(rows["r"][4:]) == lora.hyperparameters["r"].help
+    assert " ".join(rows["steps"][4:]) == TRAINING_HPARAM_HELP["steps"]
+
+
+def test_list_hparams_of_a_peft_tuner_shows_its_config_fields(capsys):
+    """peft's OFT tuner: its OFTConfig fields with peft's defaults and meanings; what is not a
+    hyperparameter of a run (bookkeeping, the head, what peft reads from the model) is not."""
+    from peft import OFTConfig
+
+    assert main(["list", "hparams", "peft:oft"]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert rows["oft_block_size"][1:3] == ["int", str(OFTConfig().oft_block_size)]
+    assert rows["bias"][3] == "none|all|oft_only"  # its Literal annotation
+    assert " ".join(rows["coft"][4:]).startswith("Whether to use the constrained variant of OFT")
+    assert rows["lr"][2] == "0.0001"
+    assert not {"peft_type", "task_type", "modules_to_save", "inference_mode"} & set(rows)
 
 
 def test_list_hparams_without_method_points_to_the_methods(capsys):
@@ -67,7 +81,7 @@ def test_list_hparams_without_method_points_to_the_methods(capsys):
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["list", "hparams", "lorax"], "unknown method 'lorax'; valid methods: adalora"),
+        (["list", "hparams", "lorax"], "unknown method 'lorax'; did you mean 'lora'"),
         (["list", "methods", "lora"], "only 'list hparams METHOD'"),
     ],
 )
@@ -79,9 +93,9 @@ def test_list_errors_name_the_bad_value_and_the_choices(capsys, argv, expected):
 def test_every_hyperparameter_has_a_meaning():
     assert set(TRAINING_HPARAM_HELP) == set(TRAINING_DEFAULTS)
     for name, method in METHODS:
-        meanings = method_hparam_help(method)
-        assert set(method.defaults) <= set(meanings), name
-        assert set(getattr(method, "hparam_help", {})) <= set(method.defaults), name
+        if not name.startswith("peft:"):  # peft's tuners: peft's meanings (XLoRA's has none)
+            assert all(h.help for h in method.hyperparameters.values()), name
+        assert "lr" in method.hyperparameters, name
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:

@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 
 from peftbench import register_method
-from peftbench.plugin.method import Method
+from peftbench.plugin.method import Method, learning_rate
 
 
 class Failing(Method):
-    defaults = {"lr": 1e-4}
+    hyperparameters = {"lr": learning_rate(1e-4)}
     error: Exception
 
     def apply(self, model, hp, info):
@@ -58,7 +58,7 @@ class CudaOOM(Failing):
 @register_method("never")
 class Never(Method):
     description = "test: applies to no model"
-    defaults = {"lr": 1e-4}
+    hyperparameters = {"lr": learning_rate(1e-4)}
 
     def unsupported_reason(self, info):
         return f"never applies to {info.model_type} models"
@@ -69,7 +69,7 @@ class NeedsAbsent(Method):
     """A plugin whose dependency is not installed: a broken environment, not a result."""
 
     description = "test: imports a package that is not installed"
-    defaults = {"lr": 1e-4}
+    hyperparameters = {"lr": learning_rate(1e-4)}
 
     def apply(self, model, hp, info):
         import pbtest_absent_package  # noqa: F401
@@ -83,7 +83,7 @@ class Slow(Method):
     $PBTEST_STEP_SLEEP seconds per step, so a test can kill it mid-training."""
 
     description = "test: slow head-only training"
-    defaults = {"lr": 1e-3}
+    hyperparameters = {"lr": learning_rate(1e-3)}
 
     def apply(self, model, hp, info):
         return model.requires_grad_(False)

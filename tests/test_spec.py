@@ -29,7 +29,7 @@ def test_unknown_hyperparameter_names_the_valid_ones():
 @pytest.mark.parametrize(
     "key, value, fragment",
     [
-        ("r", "four", "expected a int"),
+        ("r", "four", "expected an int"),
         ("steps", 0, "must be a positive integer"),
         ("precision", "fp8", "valid: auto, fp32, bf16, fp16, int8, nf4"),
         ("lr", -1.0, "must be positive"),

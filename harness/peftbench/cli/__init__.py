@@ -23,6 +23,7 @@ from peftbench.planning.spec import (
     read_spec,
     resolve_spec,
 )
+from peftbench.plugin.method import HParam
 from peftbench.plugin.registry import METHODS, MODELS, TASKS, UnknownNameError
 from peftbench.records.record import RecordError
 
@@ -45,44 +46,56 @@ TRAINING_HPARAM_HELP: dict[str, str] = {
     "max_new_tokens": "generation tasks: most tokens generated per example (0: the task's own)",
 }
 """Meaning of each training hyperparameter (:data:`peftbench.planning.spec.TRAINING_DEFAULTS`)."""
-SHARED_METHOD_HPARAM_HELP: dict[str, str] = {
-    "lr": "AdamW learning rate (the task head's too, unless head_lr is set)",
-}
-"""Meaning of the hyperparameters every method has, where its ``hparam_help`` is silent."""
+MEANING_WIDTH = 70
+"""Characters per line of the meaning column of ``list hparams`` (longer meanings wrap)."""
 
 
-def hparam_rows(defaults: dict[str, Any], meanings: dict[str, str]) -> list[list[Any]]:
-    """One row per hyperparameter: name, type, default, meaning ("-" when undocumented)."""
-    return [
-        [name, type(value).__name__, repr(value) if isinstance(value, str) else value,
-         meanings.get(name, "-")]
-        for name, value in defaults.items()
-    ]  # fmt: skip
+def training_hparams() -> dict[str, HParam]:
+    """The training hyperparameters (:data:`peftbench.planning.spec.TRAINING_DEFAULTS`) with
+    their meanings."""
+    return {k: HParam(v, TRAINING_HPARAM_HELP.get(k, "-")) for k, v in TRAINING_DEFAULTS.items()}
 
 
-def hparam_table(defaults: dict[str, Any], meanings: dict[str, str]) -> str:
-    headers = ["name", "type", "default", "meaning"]
+def hparam_rows(declared: dict[str, HParam]) -> list[list[Any]]:
+    """One row per hyperparameter: name, type, default, valid values ("-": any of its type,
+    bounds as ``low..high``, choices as ``a|b``), meaning."""
+    rows = []
+    for name, h in declared.items():
+        default = "null" if h.default is None else h.default
+        valid = (
+            "|".join(map(str, h.choices))
+            if h.choices
+            else "..".join(f"{b:g}" for b in h.bounds)
+            if h.bounds
+            else "-"
+        )
+        rows.append([name, h.type_name, repr(default) if isinstance(default, str) and
+                     h.default is not None else default, valid, h.help or "-"])  # fmt: skip
+    return rows
+
+
+def hparam_table(declared: dict[str, HParam]) -> str:
+    headers = ["name", "type", "default", "valid", "meaning"]
     return tabulate(
-        hparam_rows(defaults, meanings), headers, tablefmt="plain", disable_numparse=True
+        hparam_rows(declared),
+        headers,
+        tablefmt="plain",
+        disable_numparse=True,
+        maxcolwidths=[None, None, None, None, MEANING_WIDTH],
     )
-
-
-def method_hparam_help(method: Any) -> dict[str, str]:
-    """A method plugin's hyperparameter meanings (its ``hparam_help``) over the shared ones."""
-    return {**SHARED_METHOD_HPARAM_HELP, **getattr(method, "hparam_help", {})}
 
 
 def list_hparams(method_name: str | None) -> None:
     method = None if method_name is None else METHODS.get(method_name)
-    own = {} if method is None else method.defaults
-    training = {k: v for k, v in TRAINING_DEFAULTS.items() if k not in own}
+    own = {} if method is None else method.hyperparameters
+    training = {k: h for k, h in training_hparams().items() if k not in own}
     print("training hyperparameters (every method; --set KEY=VALUE):")
-    print(hparam_table(training, TRAINING_HPARAM_HELP))
+    print(hparam_table(training))
     if method is None:
         print("\nmethod hyperparameters: peftbench list hparams METHOD")
         return
-    print(f"\n{method_name} hyperparameters:")
-    print(hparam_table(own, method_hparam_help(method)))
+    print(f"\n{method_name} hyperparameters (--set KEY=VALUE; json: JSON text; null: none):")
+    print(hparam_table(own))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -248,8 +261,7 @@ def run_epilog() -> str:
     """``run --help``'s closing text: the training hyperparameters and where the others are."""
     return (
         "hyperparameters (--set KEY=VALUE): the training ones below, and the method's own:\n"
-        "  peftbench list hparams METHOD\n\n"
-        + hparam_table(TRAINING_DEFAULTS, TRAINING_HPARAM_HELP)
+        "  peftbench list hparams METHOD\n\n" + hparam_table(training_hparams())
     )
 
 

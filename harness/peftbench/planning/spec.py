@@ -7,6 +7,7 @@ user's overrides. Every name and value is checked here, before any expensive wor
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 
 from peftbench.planning.grid import DEFAULT_SETTING, check_label
 from peftbench.plugin.errors import SpecError
+from peftbench.plugin.method import HParam
 from peftbench.plugin.registry import METHODS, MODELS, TASKS
 
 TRAINING_DEFAULTS: dict[str, Any] = {
@@ -155,45 +157,27 @@ def read_spec(path: str | os.PathLike) -> RunSpec:
         raise SpecError(f"run spec {path}: {error}") from error
 
 
-def parse_value(key: str, raw: Any, default: Any) -> Any:
-    """``raw`` converted to the type of ``default`` (strings come from ``--set key=value``)."""
-    kind = type(default)
-    if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
-        return raw
-    if kind is bool:
-        text = str(raw).strip().lower()
-        if text in ("true", "1", "yes"):
-            return True
-        if text in ("false", "0", "no"):
-            return False
-        raise SpecError(f"{key}={raw!r}: expected a boolean (true/false)")
-    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
-        return float(raw)
-    if kind in (int, float) and isinstance(raw, str):
-        try:
-            return kind(raw)
-        except ValueError:
-            pass
-    if kind is str and isinstance(raw, (int, float)):
-        return str(raw)
-    raise SpecError(f"{key}={raw!r}: expected a {kind.__name__} (like the default {default!r})")
-
-
 def resolve_hparams(method: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Training defaults + the method's defaults + ``overrides``, each value type-checked, the
-    training values and then the method's own (:meth:`peftbench.plugin.method.Method.check_hparams`)
-    checked."""
-    defaults = {**TRAINING_DEFAULTS, **METHODS.get(method).defaults}
-    resolved = dict(defaults)
+    """Training defaults + the method's defaults + ``overrides``, each value parsed to its
+    declared type, then the training values and the method's own
+    (:meth:`peftbench.plugin.method.Method.check_hparams`) checked."""
+    plugin = METHODS.get(method)
+    declared = {
+        **{key: HParam(default, "") for key, default in TRAINING_DEFAULTS.items()},
+        **plugin.hyperparameters,
+    }
+    resolved = {key: h.default for key, h in declared.items()}
     for key, raw in (overrides or {}).items():
-        if key not in defaults:
+        if key not in declared:
+            close = difflib.get_close_matches(key, declared, n=1)
+            guess = f"did you mean {close[0]!r}? " if close else ""
             raise SpecError(
-                f"unknown hyperparameter {key!r} for method {method!r}; "
-                f"valid: {', '.join(sorted(defaults))}"
+                f"unknown hyperparameter {key!r} for method {method!r}; {guess}"
+                f"valid: {', '.join(sorted(declared))}"
             )
-        resolved[key] = parse_value(key, raw, defaults[key])
+        resolved[key] = declared[key].parse(key, raw)
     check_hparams(resolved)
-    problems = METHODS.get(method).check_hparams(resolved)
+    problems = plugin.check_hparams(resolved)
     if problems:
         raise SpecError(f"{method}: {'; '.join(problems)}")
     return resolved
@@ -207,7 +191,7 @@ def check_hparams(hp: dict[str, Any]) -> None:
         raise SpecError(f"precision={hp['precision']!r}; valid: {', '.join(PRECISIONS)}")
     if not 0 <= hp["warmup_ratio"] < 1:
         raise SpecError(f"warmup_ratio={hp['warmup_ratio']!r}: must be in [0, 1)")
-    if hp["lr"] <= 0:
+    if not hp["lr"] > 0:  # NaN too
         raise SpecError(f"lr={hp['lr']!r}: must be positive")
     if hp["head_lr"] < 0:
         raise SpecError(f"head_lr={hp['head_lr']!r}: must be >= 0 (0: the same as lr)")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
+
+from peftbench.plugin.errors import SpecError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -11,6 +16,121 @@ if TYPE_CHECKING:
     from torch import nn
 
     from peftbench.plugin.model import ModelInfo
+
+NULL = "null"
+"""What ``--set key=null`` means for a hyperparameter that may be null (:attr:`HParam.nullable`)."""
+TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+@dataclass(frozen=True)
+class HParam:
+    """One hyperparameter of a method, declared once: its default, what it means and which
+    values are valid (as peft's config dataclasses carry ``metadata={"help": ...}`` on each
+    field). ``peftbench list hparams METHOD`` shows it; :meth:`parse` and :meth:`problems` check
+    every value at plan time."""
+
+    default: Any
+    help: str
+    """One line saying what it means."""
+    bounds: tuple[float, float] | None = None
+    """Inclusive ``(low, high)`` range of a numeric value (``math.inf``: unbounded)."""
+    choices: tuple[Any, ...] | None = None
+    """The valid values of a categorical one."""
+    type: type | None = None
+    """``bool``, ``int``, ``float``, ``str``, or ``object`` for any JSON value (lists, mappings,
+    unions: given as JSON text on the command line); ``None``: the type of :attr:`default`."""
+    nullable: bool = False
+    """Whether null (``None``; ``null`` on the command line) is valid too."""
+
+    @property
+    def kind(self) -> type:
+        """The type values are parsed to."""
+        return self.type or type(self.default)
+
+    @property
+    def type_name(self) -> str:
+        """``int``, ``float|null``, ``json``, ... (``peftbench list hparams``)."""
+        name = "json" if self.kind is object else self.kind.__name__
+        return f"{name}|null" if self.nullable and self.kind is not object else name
+
+    def parse(self, key: str, raw: Any) -> Any:
+        """``raw`` (from a config file, a spec, or ``--set key=value`` text) as this type; raises
+        :class:`~peftbench.plugin.errors.SpecError` naming the value otherwise."""
+        kind = self.kind
+        if self.nullable and (raw is None or raw == NULL):
+            return None
+        if kind is object:
+            return _json_value(key, raw)
+        if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
+            return raw
+        if kind is bool:
+            text = str(raw).strip().lower()
+            if text in TRUE or text in FALSE:
+                return text in TRUE
+            raise SpecError(f"{key}={raw!r}: expected a boolean (true/false)")
+        if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+            return float(raw)
+        if kind in (int, float) and isinstance(raw, str):
+            try:
+                return kind(raw)
+            except ValueError:
+                pass
+        if kind is str and isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            return str(raw)
+        null = " or null" if self.nullable else ""
+        article = "an" if kind is int else "a"
+        raise SpecError(
+            f"{key}={raw!r}: expected {article} {kind.__name__}{null} "
+            f"(like the default {self.default!r})"
+        )
+
+    def problems(self, key: str, value: Any) -> list[str]:
+        """What is wrong with a parsed ``value``: not among :attr:`choices`, outside
+        :attr:`bounds` (NaN included); each problem names the value and what is valid."""
+        if value is None and self.nullable:
+            return []
+        if self.choices is not None and value not in self.choices:
+            return [f"{key}={value!r}; valid: {', '.join(map(str, self.choices))}"]
+        if self.bounds is not None:
+            low, high = self.bounds
+            if not low <= value <= high:
+                return [f"{key}={value!r}: must be between {low} and {high}"]
+        return []
+
+    def with_default(self, default: Any) -> HParam:
+        """The same declaration with another default (a preset of another method)."""
+        return replace(self, default=default)
+
+
+def _json_value(key: str, raw: Any) -> Any:
+    """A JSON value: ``raw`` itself, or the JSON that text holds (text that is not JSON stays
+    text, so ``--set layers_pattern=layers`` works unquoted)."""
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    try:
+        json.dumps(raw, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise SpecError(f"{key}={raw!r}: expected a JSON value ({error})") from None
+    return raw
+
+
+LR_HELP = "AdamW learning rate (the task head's too, unless head_lr is set)"
+
+
+def learning_rate(default: float) -> HParam:
+    """The ``lr`` every method declares, with the method's own default (methods differ by
+    orders of magnitude)."""
+    return HParam(default, LR_HELP)
+
+
+AT_LEAST_ONE = (1, math.inf)
+""":attr:`HParam.bounds` of a count (a rank, a width, a length)."""
+NON_NEGATIVE = (0, math.inf)
+UNIT = (0, 1)
+""":attr:`HParam.bounds` of a fraction or a probability."""
 
 
 class Method:
@@ -23,11 +143,9 @@ class Method:
     name: str = ""
     description: str = ""
     paper: str = ""
-    defaults: dict[str, Any] = {}  # noqa: RUF012 - read-only class data
-    """Method hyperparameters and their defaults (``lr`` included: methods differ by orders of
-    magnitude). Their types are the types of the defaults; ``--set`` values are parsed to them."""
-    hparam_help: dict[str, str] = {}  # noqa: RUF012 - read-only class data
-    """One line per key of :attr:`defaults` saying what it means (``peftbench list hparams``)."""
+    hyperparameters: dict[str, HParam] = {}  # noqa: RUF012 - read-only class data
+    """The method's hyperparameters by name, ``lr`` included (methods differ by orders of
+    magnitude): each declared once, with its default, type, meaning and valid values."""
     lr_range: tuple[float, float] = (1e-5, 1e-3)
     """Learning-rate range the paper recommends, for sweeps."""
     trains_base_weights: bool = False
@@ -35,27 +153,35 @@ class Method:
     freezing): impossible on a quantized base (precision int8/nf4)."""
     architectures: tuple[str, ...] | None = None
     """``model_type`` values supported (``None``: any)."""
+    family: str = ""
+    """The kind of method, for docs/methods.md (low-rank, adapter, prompt, selective, ...)."""
+    rank_rule: str = ""
+    """What bounds the rank of the update to a weight matrix, in words (docs/methods.md)."""
 
-    hparam_choices: dict[str, tuple[Any, ...]] = {}  # noqa: RUF012 - read-only class data
-    """The valid values of categorical hyperparameters (checked by :meth:`check_hparams`)."""
-    hparam_bounds: dict[str, tuple[float, float]] = {}  # noqa: RUF012 - read-only class data
-    """Inclusive ``(low, high)`` ranges of numeric hyperparameters (``math.inf``: unbounded)."""
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        old = [a for a in ("defaults", "hparam_help", "hparam_bounds", "hparam_choices")
+               if a in cls.__dict__]  # fmt: skip
+        if old:
+            raise TypeError(
+                f"{cls.__name__}: {', '.join(old)} are gone; declare each hyperparameter once: "
+                "hyperparameters = {'r': HParam(8, 'rank of the update', bounds=(1, math.inf))}"
+            )
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Each hyperparameter's default, by name."""
+        return {key: h.default for key, h in self.hyperparameters.items()}
 
     def check_hparams(self, hp: dict[str, Any]) -> list[str]:
         """Problems with the method's own hyperparameter values, each naming the value and what
-        is valid; checked at plan time, before any job. Default: :attr:`hparam_choices` and
-        :attr:`hparam_bounds`; override to add checks that relate several values."""
-        problems = [
-            f"{key}={hp[key]!r}; valid: {', '.join(map(str, allowed))}"
-            for key, allowed in self.hparam_choices.items()
-            if hp[key] not in allowed
+        is valid; checked at plan time, before any job. Default: each declaration's choices and
+        bounds (:meth:`HParam.problems`); override to add checks that relate several values."""
+        return [
+            problem
+            for key, declared in self.hyperparameters.items()
+            for problem in declared.problems(key, hp[key])
         ]
-        problems += [
-            f"{key}={hp[key]!r}: must be between {low} and {high}"
-            for key, (low, high) in self.hparam_bounds.items()
-            if not low <= hp[key] <= high
-        ]
-        return problems
 
     def unsupported_reason(self, info: ModelInfo) -> str | None:
         """Why this method cannot apply to the model, or ``None`` when it can."""

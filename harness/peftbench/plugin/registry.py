@@ -3,13 +3,16 @@
 A plugin registers with a decorator (``@register_method("lora")``) in its module; installed
 packages expose such modules through the entry-point groups ``peftbench.methods``,
 ``peftbench.tasks`` and ``peftbench.models``. peftbench's own plugins are registered through
-those same entry points, so a third-party plugin is indistinguishable from a built-in one.
+those same entry points, so a third-party plugin is indistinguishable from a built-in one. A
+module may also register a *provider*: many names, listed cheaply and each built on first use
+(one method per tuner of the installed peft).
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
@@ -31,6 +34,7 @@ class Registry(Generic[T]):
         self.group = group
         self._items: dict[str, T] = {}
         self._resolvers: list[Callable[[str], T | None]] = []
+        self._providers: list[tuple[Callable[[], Iterable[str]], Callable[[str], T]]] = []
         self._loaded = False
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -45,6 +49,11 @@ class Registry(Generic[T]):
             return obj
 
         return decorate
+
+    def add_provider(self, names: Callable[[], Iterable[str]], make: Callable[[str], T]) -> None:
+        """Register every name ``names()`` lists (it should be cheap: listings and error
+        messages call it), each built by ``make(name)`` when first asked for."""
+        self._providers.append((names, make))
 
     def add_resolver(self, resolver: Callable[[str], T | None]) -> None:
         """Register a function resolving names no decorator registered (e.g. ``hf:<hub id>``)."""
@@ -64,12 +73,19 @@ class Registry(Generic[T]):
         self.load_plugins()
         if name in self._items:
             return self._items[name]
+        for names, make in self._providers:
+            if name in names():
+                self.register(name)(make(name))
+                return self._items[name]
         for resolve in self._resolvers:
             found = resolve(name)
             if found is not None:
                 return found
+        valid = self.names()
+        close = difflib.get_close_matches(name, valid, n=3)
+        guess = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
         raise UnknownNameError(
-            f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}"
+            f"unknown {self.kind} {name!r}; {guess}valid {self.kind}s: {', '.join(valid)}"
         )
 
     def check(self, name: str) -> None:
@@ -77,12 +93,12 @@ class Registry(Generic[T]):
         self.get(name)
 
     def names(self) -> list[str]:
+        """Every registered name, the providers' included, sorted."""
         self.load_plugins()
-        return sorted(self._items)
+        return sorted({*self._items, *(n for names, _ in self._providers for n in names())})
 
     def __iter__(self) -> Iterator[tuple[str, T]]:
-        self.load_plugins()
-        return iter(sorted(self._items.items()))
+        return iter([(name, self.get(name)) for name in self.names()])
 
     def __contains__(self, name: object) -> bool:
         try:
