@@ -393,3 +393,23 @@ def test_param_table_lists_counts_and_unsupported_combinations(tmp_path):
 def test_param_table_rejects_a_key_no_method_has():
     with pytest.raises(SpecError, match=r"\['rank'\]; valid: .*\br\b"):
         main(["unused.md", "--models", "bert-base", "--methods", "lora", "--set", "rank=4"])
+
+
+def test_tensors_peft_lists_under_several_names_are_stored_once():
+    from peft import RandLoraConfig, get_peft_model_state_dict
+
+    from peftbench.methods._peft import PeftMethod
+
+    class RandLoRA(PeftMethod):
+        def peft_config(self, hp, info):
+            return RandLoraConfig(r=8, target_modules=["query", "value"])
+
+    model, info = tiny_bert()
+    model, base = adapt(model, RandLoRA(), {}, info, keep_values=True)
+    state = get_peft_model_state_dict(model)
+    shared = [k for k in state if k.endswith(("randlora_A", "randlora_B"))]
+    assert len(shared) == 2 * (2 * L + 1)  # under every layer's name and the model's
+    copies = sum(state[k].numel() for k in shared if not k.startswith("base_model.randlora_"))
+    declared = count_static(model, RandLoRA(), info, base)["stored"]
+    assert declared == sum(t.numel() for t in state.values()) - copies + HEAD
+    assert count_trained(model, RandLoRA(), info, base)["stored"] == declared  # saved, read back

@@ -176,7 +176,7 @@ def count_static(
         "base_total": base.total,
         **split_head("trainable", trainable, head),
         **split_head("added", added, head),
-        **declared_size({**artifact, **head_tensors(model, method, info, head)}),
+        **declared_size(distinct({**artifact, **head_tensors(model, method, info, head)})),
         "inference_added": None,
         "inference_basis": None,
         "changed": None,
@@ -218,7 +218,7 @@ def count_trained(
     names = identity_names(model, base)
     head = head_test(model, method, info, base)
     artifact = method.artifact(model, info)
-    stored = measured_size({**artifact, **head_tensors(model, method, info, head)})
+    stored = measured_size(distinct({**artifact, **head_tensors(model, method, info, head)}))
     unmerged = changed_elements(base)
     merged = method.merge(model if inplace else copy.deepcopy(model)) if mergeable else None
     served = served_weights(merged, names, base) if merged is not None else None
@@ -347,6 +347,26 @@ def inference_basis(
             "inside its modules"
         )
     return "merged"
+
+
+def distinct(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each tensor once: one that views the same elements as an earlier one (peft's RandLoRA
+    lists its shared projections under every layer's name) is stored once. Compared by
+    storage object, so on the meta device too."""
+    seen: set[tuple[Any, ...]] = set()
+    out = {}
+    for key, tensor in tensors.items():
+        view = (
+            tensor.untyped_storage()._cdata,  # the storage's identity (data_ptr is 0 on meta)
+            tensor.storage_offset(),
+            tuple(tensor.shape),
+            tensor.stride(),
+            tensor.dtype,
+        )
+        if view not in seen:
+            seen.add(view)
+            out[key] = tensor
+    return out
 
 
 def declared_size(tensors: dict[str, torch.Tensor]) -> dict[str, int]:
