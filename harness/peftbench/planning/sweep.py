@@ -263,6 +263,40 @@ def budget_problems(spec: RunSpec, sizes: dict[tuple[str, str | None], int | Non
     return []
 
 
+def hparam_problems(config: dict[str, Any]) -> list[str]:
+    """Hyperparameter values no run reads, checked all the same: an ``hparams`` value that each
+    method's own ``method_hparams`` (or grid) value shadows, ``method_hparams`` of a method the
+    sweep does not run, and a ``method_hparams`` value a grid axis shadows. The runs' own values
+    are checked when their specs are resolved. One problem per value, naming it."""
+    budget, shared = config["budget"], config.get("hparams") or {}
+    own = config.get("method_hparams") or {}
+    grids = config.get("grid") or {}
+    swept = [m for m in config["methods"] if m in METHODS]
+    overridden = {m: {*(own.get(m) or {}), *(grids.get(m) or {})} for m in swept}
+    problems = []
+    for key, value in shared.items():
+        for method in [m for m in swept if key in overridden[m]]:
+            try:
+                resolve_hparams(method, {**budget, key: value})
+            except SpecError as error:
+                problems.append(f"hparams: {error} (shadowed by {method}'s own {key}, but checked)")
+                break
+    for method, values in own.items():
+        try:
+            METHODS.check(method)
+        except UnknownNameError as error:
+            problems.append(f"method_hparams: {error}")
+            continue
+        keys = values or {}
+        if method in swept:
+            keys = {k: v for k, v in keys.items() if k in (grids.get(method) or {})}
+        try:
+            resolve_hparams(method, {**budget, **keys})
+        except SpecError as error:
+            problems.append(f"method_hparams: {error}")
+    return problems
+
+
 def grid_problems(config: dict[str, Any]) -> list[str]:
     """Grids over methods the sweep does not run, or over the tokenization length."""
     problems = []
@@ -283,7 +317,7 @@ def plan_sweep(config: dict[str, Any]) -> Sweep:
     """Resolve every run of ``config``; raise :class:`SweepError` listing all bad values."""
     experiments, problems = experiment_settings(config.get("peft_experiments") or [])
     sweep = Sweep(config, experiments=experiments)
-    problems += grid_problems(config)
+    problems += grid_problems(config) + hparam_problems(config)
     sizes: dict[tuple[str, str | None], int | None] = {}
     for model, method, task, seed in itertools.product(
         config["models"], sweep.methods, config["tasks"], config["seeds"]
