@@ -6,12 +6,30 @@ and value projections (``target_modules=auto``: peft's per-architecture names, e
 for BERT, c_attn for GPT-2, q_proj/v_proj for Llama, q/v for T5), no bias; lr 5e-4 (paper: 4e-4
 to 5e-4 for RoBERTa-base). Mergeable: after merging it adds no inference-time parameters
 (on an int8/nf4 base, where merging would requantize, it is not merged).
+
+Variants, as options (peft's): DoRA (``use_dora``: a trained magnitude per output, d_out more
+parameters per matrix, Liu et al., 2024), rsLoRA (``use_rslora``: scaling alpha/√r,
+Kalajdzievski, 2023), the initialisations ``init_lora_weights`` (``gaussian``; ``pissa``,
+``pissa_niter_<n>`` and ``olora`` move the principal part B₀·A₀ out of W, so the base weights
+change when the method is applied; ``orthogonal``) and the optimizers peft ships for LoRA
+(``optimizer``: ``loraplus``, ``lorafa``). EVA, CorDA and LoRA-GA need a pass over data before
+training and LoftQ a CUDA device: refused at plan time with the reason.
 """
 
 from __future__ import annotations
 
+import math
+
 from peftbench import register_method
-from peftbench.methods._peft import PeftMethod, target_modules, target_modules_param
+from peftbench.methods._peft import (
+    LORA_INITS,
+    LORA_OPTIMIZERS,
+    PeftMethod,
+    lora_init,
+    rank_rule,
+    target_modules,
+    target_modules_param,
+)
 from peftbench.plugin.method import (
     AT_LEAST_ONE,
     NON_NEGATIVE,
@@ -31,9 +49,19 @@ class LoRA(PeftMethod):
         "alpha": HParam(16, "scaling numerator: the update is multiplied by alpha/r", NON_NEGATIVE),
         "dropout": HParam(0.0, "dropout on the input of the update", UNIT),
         "target_modules": target_modules_param("auto"),
+        "use_dora": HParam(False, "DoRA: a trained magnitude per output rescales W + B·A"),
+        "use_rslora": HParam(False, "rsLoRA: scale the update by alpha/sqrt(r), not alpha/r"),
+        "init_lora_weights": HParam(
+            "default", f"initialisation of A and B (peft's): {', '.join(LORA_INITS)}"
+        ),
+        "optimizer": HParam(
+            "adamw", "; ".join(f"{key}: {text}" for key, text in LORA_OPTIMIZERS.items())
+        ),
+        "loraplus_lr_ratio": HParam(16.0, "LoRA+: B's learning rate over A's", (1, math.inf)),
     }
     family = "low-rank"
-    rank_rule = "r per adapted matrix"
+    peft_type = "LORA"
+    rank_rule = rank_rule(peft_type)
     lr_range = (1e-4, 1e-3)
 
     def peft_config(self, hp, info):
@@ -46,6 +74,9 @@ class LoRA(PeftMethod):
             target_modules=target_modules(hp["target_modules"]),
             exclude_modules=list(info.head_prefixes),  # the head is the harness's
             bias="none",
+            use_dora=hp.get("use_dora", False),  # presets (qlora, lora_int8) may not list them
+            use_rslora=hp.get("use_rslora", False),
+            init_lora_weights=lora_init(hp.get("init_lora_weights", "default")),
         )
 
 
