@@ -7,6 +7,7 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
+from peftbench.planning.cluster import slurm_gpu_problem
 from peftbench.reporting.summary import MISSING, status_counts, summary_line
 
 min_version("8.20")
@@ -24,6 +25,7 @@ include: "rules/tokenize.smk"
 include: "rules/run.smk"
 include: "rules/report.smk"
 include: "rules/params.smk"
+include: "rules/slurm.smk"
 
 
 rule all:
@@ -31,6 +33,15 @@ rule all:
         f"{REPORTS}/leaderboard.md",
         f"{REPORTS}/leaderboard.html",
         f"{REPORTS}/param_counts.md",
+
+
+# Before anything is submitted (the executor is known only now, not while the workflow is read):
+# runs asking for GPUs on a SLURM cluster without any would each be refused by sbatch.
+onstart:
+    if workflow.executor_plugin.name == "slurm":
+        problem = slurm_gpu_problem(config["gpus_per_run"])
+        if problem:
+            raise WorkflowError(problem)
 
 
 # Every sweep ends with one line of run statuses. It fails when runs ended and none finished

@@ -45,6 +45,9 @@ rule run:
         # Not part of the spec (the run's id and metrics stay): a job parameter, so switching
         # save_artifacts reruns the runs, which then write or drop their artifact/.
         artifact="--save-artifact" if config["save_artifacts"] else "",
+    # exec: the run replaces the job's shell, so the SIGTERM a SLURM job's Snakemake passes on
+    # (scancel, requeue, preemption, the time limit: rules/slurm.smk) reaches the run itself,
+    # which checkpoints before it exits (docs/cluster.md); a shell would die of it instead.
     shell:
-        "{params.python} -m peftbench run --spec {input.spec:q} --tokenized {input.tokenized:q}"
+        "exec {params.python} -m peftbench run --spec {input.spec:q} --tokenized {input.tokenized:q}"
         " --threads {threads} --out {params.outdir:q} {params.artifact} > {log:q} 2>&1"

@@ -1,6 +1,8 @@
-"""The sweep on SLURM, for real through snakemake-executor-plugin-slurm and profiles/slurm,
-against a fake ``sbatch``/``srun``/``sacct``/``squeue``/``scancel``/``sinfo`` on ``PATH``: small
-scripts that run each job locally at submission and record what was submitted."""
+"""The sweep on SLURM through snakemake-executor-plugin-slurm and profiles/slurm, against a fake
+``sbatch``/``srun``/``sacct``/``squeue``/``scancel``/``sinfo`` on ``PATH``: small scripts that run
+each job locally at submission and record what was submitted. Only what one CPU node cannot
+show lives here (GPU requests, a cluster that has GPUs); everything else runs on a real SLURM
+cluster in tests/test_slurm.py."""
 
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from peftbench.planning.cluster import slurm_gpu_problem
 from peftbench.planning.sweep import plan_sweep
-from peftbench.records.record import read_record
 from tests.conftest import REPO, run_snakemake
 
 FAKE_SLURM = '''
@@ -36,13 +38,6 @@ if command == "sbatch":
     STATE.mkdir(parents=True, exist_ok=True)
     jobid = str(1000 + len(list(STATE.glob("*.json"))))
     (STATE / f"{jobid}.json").write_text(json.dumps(args))
-    # $FAKE_SLURM_KILL_FIRST: the first job whose comment contains it is "killed for memory".
-    kill, comment = os.environ.get("FAKE_SLURM_KILL_FIRST"), value("--comment")
-    if kill and kill in comment and not (STATE / "killed").exists():
-        (STATE / "killed").write_text(comment)
-        (STATE / f"{jobid}.state").write_text("OUT_OF_MEMORY")
-        print(jobid)
-        sys.exit(0)
     wrapped = next(a.removeprefix("--wrap=") for a in args if a.startswith("--wrap="))
     log = Path(value("--output").replace("%j", jobid))
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -64,8 +59,11 @@ elif command == "sacct":  # status queries: "<job id>|<state>" per job
 elif command == "squeue":
     for state in sorted(STATE.glob("*.state")):
         print(f"{state.stem}|{state.read_text()}")
-elif command == "sinfo":
-    print("PARTITION\\ndebug*")
+elif command == "sinfo":  # the GPUs of each node group (%G), else the default partition
+    if "%G" in args:
+        print(os.environ.get("FAKE_SLURM_GRES", "gpu:2"))
+    else:
+        print("PARTITION\\ndebug*")
 '''
 COMMANDS = ("sbatch", "srun", "sacct", "squeue", "scancel", "sinfo")
 
@@ -168,34 +166,30 @@ def test_sweep_on_slurm_submits_sized_jobs(fake_slurm, tmp_path):
     assert (run_folder / "spec.json").is_file() and not (run_folder / "result.json").exists()
 
 
-@pytest.mark.slow
-def test_a_job_slurm_killed_reruns_with_twice_the_memory_and_time(
-    fake_slurm, tmp_path, monkeypatch
+@pytest.mark.parametrize(
+    ("gres", "gpus", "problem"),
+    [
+        ("(null)", 1, "gpus_per_run=1 but the cluster's nodes have no GPU (sinfo -h -o %G: "
+                      "(null)); set gpus_per_run: 0 in your config file"),
+        ("gpu:2,mps:200\n(null)", 4, "gpus_per_run=4 but no node of the cluster has more than 2 "
+                                       "GPUs (sinfo -h -o %G: (null), gpu:2,mps:200); set "
+                                       "gpus_per_run to at most 2 in your config file"),
+        ("gpu:a100:4(S:0-1)\n(null)", 4, None),
+        ("(null)", 0, None),  # a CPU sweep does not ask
+    ],
+)  # fmt: skip
+def test_gpus_asked_of_a_cluster_that_lacks_them_are_refused_naming_the_setting(
+    fake_slurm, monkeypatch, gres, gpus, problem
 ):
-    monkeypatch.setenv("FAKE_SLURM_KILL_FIRST", "rule_run_")
-    write_cluster_config(tmp_path)
-    run_snakemake(
-        tmp_path,
-        "--profile",
-        str(REPO / "profiles" / "slurm"),  # retries: 1
-        "--configfile",
-        str(tmp_path / "config.yaml"),
-        "--config",
-        "threads_per_run=1",
-        "--slurm-init-seconds-before-status-checks",
-        "1",
-        "--seconds-between-status-checks",
-        "1",
-    )
-    runs = [args for args in submitted(fake_slurm) if "rule_run_" in option(args, "--comment")]
-    assert len(runs) == 2  # killed, then resubmitted once
-    first, retry = runs
-    assert int(option(retry, "--mem")) == 2 * int(option(first, "--mem"))
-    assert int(option(retry, "-t")) == 2 * int(option(first, "-t"))
-    record = read_record(
-        tmp_path / "results/runs/minilm-l2/lora/docstring-match/default/seed0/result.json"
-    )
-    assert record["status"]["code"] == "ok"
+    """What the Snakefile checks before submitting anything under the SLURM executor
+    (tests/test_slurm.py sees the whole sweep refused on a real cluster without GPUs)."""
+    monkeypatch.setenv("FAKE_SLURM_GRES", gres)
+    assert slurm_gpu_problem(gpus) == problem
+
+
+def test_the_gpu_check_leaves_it_to_sbatch_when_sinfo_cannot_answer(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sinfo
+    assert slurm_gpu_problem(1) is None
 
 
 def test_resources_grow_with_model_size_and_method():
