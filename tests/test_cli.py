@@ -151,7 +151,7 @@ def test_run_logs_phases_and_progress(tmp_path):
     log = result.stderr
     for name in ("load", "train", "eval", "dev"):
         assert f"phase {name} started" in log and f"phase {name} done in " in log
-    steps = [line for line in log.splitlines() if "peftbench.run.runner: step " in line]
+    steps = [line for line in log.splitlines() if "peftbench.run.training: step " in line]
     assert [line.split("step ")[1].split()[0] for line in steps] == ["1/4", "2/4", "3/4", "4/4"]
     assert all(
         " loss " in line and " samples/s " in line and " elapsed " in line and " eta " in line

@@ -12,7 +12,7 @@ from datasets import Dataset, DatasetDict
 
 from peftbench.planning.spec import SCHEDULERS_NEEDING_MORE, lr_schedulers, resolve_hparams
 from peftbench.plugin.errors import SpecError
-from peftbench.plugin.registry import MODELS
+from peftbench.plugin.registry import METHODS, MODELS
 from peftbench.plugin.task import Head
 from peftbench.run.heads import (
     GENERATION_TEXT_COLUMNS,
@@ -113,8 +113,9 @@ def rates_of(name: str) -> tuple[list[float], list[float]]:
     hp = resolve_hparams("full", {"lr_scheduler": name, "steps": 20, "warmup_ratio": 0.1})
     model = torch.nn.Linear(2, 2)
     run = SimpleNamespace(
-        hp=hp, model=model, method=None, info=None, policy=SimpleNamespace(optimizer_options=dict)
-    )
+        hp=hp, model=model, method=METHODS.get("full"), info=None,
+        policy=SimpleNamespace(optimizer_options=dict),
+    )  # fmt: skip
     optimizer, scheduler = optimizer_and_schedule(run)
     reference_optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"])
     make = {"linear": get_linear_schedule_with_warmup, "cosine": get_cosine_schedule_with_warmup}

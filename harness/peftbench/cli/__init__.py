@@ -44,6 +44,8 @@ TRAINING_HPARAM_HELP: dict[str, str] = {
     "bf16/fp16 mixed; int8/nf4: quantized base)",
     "max_eval_examples": "validation and dev examples scored (0: all)",
     "max_new_tokens": "generation tasks: most tokens generated per example (0: the task's own)",
+    "checkpoint_every_steps": "checkpoint every N steps (0: not by steps); a rerun resumes from it",
+    "checkpoint_every_minutes": "checkpoint every N minutes of training (0: not by time)",
 }
 """Meaning of each training hyperparameter (:data:`peftbench.planning.spec.TRAINING_DEFAULTS`)."""
 MEANING_WIDTH = 70

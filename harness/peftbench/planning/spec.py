@@ -33,10 +33,13 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "precision": "fp32",
     "max_eval_examples": 0,
     "max_new_tokens": 0,
+    "checkpoint_every_steps": 0,
+    "checkpoint_every_minutes": 10.0,
 }
 """Training budget and loop settings shared by all methods (``max_eval_examples`` 0: all;
 ``head_lr`` 0: the task head trains at ``lr``, like everything else; ``max_new_tokens`` 0: the
-generation task's own limit; ``max_grad_norm`` 0: no gradient clipping)."""
+generation task's own limit; ``max_grad_norm`` 0: no gradient clipping; ``checkpoint_every_*``
+0: no checkpoints on that count, :mod:`peftbench.run.checkpoint`)."""
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8", "nf4")
 """auto: bf16 where the device computes it natively, else fp32 (:mod:`peftbench.run.precision`;
@@ -197,6 +200,9 @@ def check_hparams(hp: dict[str, Any]) -> None:
         raise SpecError(f"head_lr={hp['head_lr']!r}: must be >= 0 (0: the same as lr)")
     if not hp["max_grad_norm"] >= 0:  # NaN too
         raise SpecError(f"max_grad_norm={hp['max_grad_norm']!r}: must be >= 0 (0: no clipping)")
+    for key, count in (("checkpoint_every_steps", "steps"), ("checkpoint_every_minutes", "time")):
+        if not hp[key] >= 0:  # NaN too
+            raise SpecError(f"{key}={hp[key]!r}: must be >= 0 (0: no checkpoints by {count})")
     if hp["lr_scheduler"] not in lr_schedulers():
         raise SpecError(f"lr_scheduler={hp['lr_scheduler']!r}; valid: {', '.join(lr_schedulers())}")
     for key in NON_NEGATIVE:

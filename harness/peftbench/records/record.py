@@ -11,10 +11,10 @@ from typing import Any
 
 from peftbench.records.files import write_json_atomic
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 """The version written; :data:`READABLE_VERSIONS` are read (1.0 lacks grid settings and dev
 metrics, which readers then treat as the ``default`` setting with no dev score)."""
-READABLE_VERSIONS = ("1.0", "1.1", "1.2")
+READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "result.schema.json"
 STATUSES = ("ok", "oom", "unsupported", "diverged", "failed")
 

@@ -76,13 +76,21 @@ def phase(name: str, device: str, into: dict[str, Any]):
         into["timing"][f"{name}_s"] = seconds
         log.info("phase %s %s in %s", name, outcome, format_duration(seconds))
         memory = into["memory"]
-        peak = _status_bytes("VmHWM")
-        memory[f"{name}_cpu_peak_rss_bytes"] = peak
+        memory.update({f"{name}_{key}": value for key, value in peak_memory(device).items()})
         memory[f"{name}_cpu_peak_rss_scope"] = "phase" if reset else "process"
         memory[f"{name}_cpu_rss_end_bytes"] = _status_bytes("VmRSS")
-        if cuda:
-            memory[f"{name}_gpu_peak_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
-            memory[f"{name}_gpu_peak_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
+
+
+def peak_memory(device: str) -> dict[str, int | None]:
+    """The peaks since they were last reset: ``cpu_peak_rss_bytes`` (``VmHWM``) and, on a CUDA
+    device, ``gpu_peak_allocated_bytes`` and ``gpu_peak_reserved_bytes``."""
+    peaks: dict[str, int | None] = {"cpu_peak_rss_bytes": _status_bytes("VmHWM")}
+    if device.startswith("cuda"):
+        import torch
+
+        peaks["gpu_peak_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
+        peaks["gpu_peak_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
+    return peaks
 
 
 def percentile(values: list[float], q: float) -> float:

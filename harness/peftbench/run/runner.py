@@ -5,7 +5,8 @@ Every outcome of the combination becomes a record: ``ok``, or ``oom`` / ``unsupp
 says that the environment or the harness is broken (an import error, unreadable tokenized data,
 a model whose files cannot be found, a record that fails its own schema) is not a result: it
 raises :class:`HarnessError`, no record is written, and the job fails loudly. An interrupted
-process (a signal) leaves no record either, and then Snakemake reruns the job.
+process (a signal) leaves no record either, and then Snakemake reruns the job: from the run's
+last checkpoint, where it wrote one (:mod:`peftbench.run.checkpoint`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from peftbench.plugin.registry import METHODS, MODELS, TASKS
 from peftbench.plugin.task import Head
 from peftbench.records.predictions import PREDICTIONS_FILE
 from peftbench.records.record import SCHEMA_VERSION, write_record
+from peftbench.run import checkpoint
 from peftbench.run.artifacts import ARTIFACT_DIR
 from peftbench.run.device import DeviceRequestError, DevicesBusyError
 from peftbench.run.distributed import gather_training, is_launched, is_main_process, process_device
@@ -35,7 +37,7 @@ from peftbench.run.heads import GENERATIONS_FILE, eval_positions, for_head, load
 from peftbench.run.measure import NonFiniteLoss, model_flops_utilisation, percentile, phase
 from peftbench.run.precision import Policy
 from peftbench.run.state import RunState
-from peftbench.run.training import optimizer_and_schedule, train
+from peftbench.run.training import Trained, optimizer_and_schedule, train
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +156,7 @@ def execute(
     record["timing"]["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
     if is_main_process():  # one record per run, however many processes trained
         write_record(Path(out_dir) / "result.json", record)
+        checkpoint.remove(run.out_dir)  # spent: a rerun starts over
     return record
 
 
@@ -164,6 +167,7 @@ def _train_and_evaluate(run: RunState) -> None:
     _load_model(run)
     _adapt(run)
     _prepare_training(run)
+    _resume(run)
     _train_phase(run)
     if run.accelerator.num_processes > 1:  # every rank's figures; the main process alone goes on
         gather_training(run.accelerator, run.model, run.record)
@@ -278,8 +282,19 @@ def _prepare_training(run: RunState) -> None:
     run.loaders = (train, validation, dev)
 
 
+def _resume(run: RunState) -> None:
+    """Whether the run checkpoints, and the checkpoint of an earlier process of it, restored
+    where its folder holds one (:mod:`peftbench.run.checkpoint`)."""
+    run.checkpoint_off = checkpoint.unavailable_reason(run)
+    if run.checkpoint_off is None:
+        run.resume = checkpoint.restore(run)
+    else:
+        log.info("no checkpoints: %s", run.checkpoint_off)
+
+
 def _train_phase(run: RunState) -> None:
-    """The ``train`` phase; the losses and the training rates into the record."""
+    """The ``train`` phase; the losses, the training rates and the resume accounting into the
+    record."""
     with phase("train", run.device, run.record):
         trained = train(run)
     # Evaluation holds the trained model only: AdamW's state, the scheduler and the training
@@ -287,9 +302,13 @@ def _train_phase(run: RunState) -> None:
     run.accelerator.free_memory(run.optimizer, run.scheduler, run.loaders[0])
     run.optimizer = run.scheduler = None
     run.loaders = (None, *run.loaders[1:])
-    timed = trained.step_seconds[WARMUP_STEPS_EXCLUDED:] or trained.step_seconds
-    timed_samples = trained.samples[WARMUP_STEPS_EXCLUDED:] or trained.samples
-    timed_tokens = trained.tokens[WARMUP_STEPS_EXCLUDED:] or trained.tokens
+    _account_segments(run, trained)
+    warm = {s + i for s in trained.segments.starts for i in range(WARMUP_STEPS_EXCLUDED)}
+    kept = [i for i in range(len(trained.step_seconds)) if i not in warm]
+    kept = kept or list(range(len(trained.step_seconds)))
+    timed = [trained.step_seconds[i] for i in kept]
+    timed_samples = [trained.samples[i] for i in kept]
+    timed_tokens = [trained.tokens[i] for i in kept]
     losses = trained.losses
     run.record["training"] = {
         "loss_first": losses[0],
@@ -306,6 +325,28 @@ def _train_phase(run: RunState) -> None:
             "train_steps_timed": len(timed),
         }
     )
+
+
+def _account_segments(run: RunState, trained: Trained) -> None:
+    """A resumed run: the earlier processes' training seconds and peaks added to the train
+    phase's; every run: the ``resume`` section (docs/runs.md)."""
+    segments, record = trained.segments, run.record
+    record["timing"]["train_s"] += segments.train_s
+    for key, value in segments.memory.items():
+        name = f"train_{key}"
+        if record["memory"].get(name) is not None:
+            record["memory"][name] = max(record["memory"][name], value)
+    resumed = trained.from_step is not None
+    record["resume"] = {
+        "resumed": resumed,
+        "from_step": trained.from_step,
+        "segments": len(segments.starts),
+        "restart_s": segments.restart_s,
+        "lost_s": segments.restart_s if segments.lost_known else None,
+        "checkpoints": segments.checkpoints,
+        "checkpoint_s": segments.checkpoint_s,
+        "checkpoints_off": run.checkpoint_off,
+    }
 
 
 def _evaluate(run: RunState) -> None:

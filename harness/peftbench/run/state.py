@@ -6,12 +6,14 @@ before it set and sets what it makes. Fields are ``None`` until the phase that m
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from peftbench.planning.spec import RunSpec
+    from peftbench.run.checkpoint import Resume
     from peftbench.run.heads import Scored, TaskHead
     from peftbench.run.precision import Policy
 
@@ -53,6 +55,12 @@ class RunState:
     scored: Scored | None = None
     """The validation split's predictions, references and timings."""
     dev_scored: Scored | None = None
+    checkpoint_off: str | None = None
+    """Why the run writes no checkpoints (``None``: it does; :mod:`peftbench.run.checkpoint`)."""
+    resume: Resume | None = None
+    """The checkpoint the run resumed from, where it did."""
+    started: float = field(default_factory=time.perf_counter)
+    """When this process began the run (``time.perf_counter``)."""
 
     @property
     def hp(self) -> dict[str, Any]:

@@ -1,14 +1,18 @@
 """The training phase: the optimizer and its schedule, and the loop of ``steps`` optimizer
-steps with its per-step measurements (docs/measurement.md)."""
+steps with its per-step measurements (docs/measurement.md) and its checkpoints
+(:mod:`peftbench.run.checkpoint`)."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from peftbench.run import checkpoint
+from peftbench.run.checkpoint import SAVE, STOP, Checkpointed, Segments, Signals, restore_rng_states
 from peftbench.run.heads import MODEL_INPUTS
 from peftbench.run.measure import LossWatch, StepTimer, format_duration
 
@@ -54,12 +58,16 @@ def optimizer_and_schedule(run: RunState) -> tuple[Any, Any]:
 
 @dataclass
 class Trained:
-    """What the loop measured: every step's loss, seconds, examples and non-padding tokens."""
+    """What the loop measured, over every process of the run: each step's loss, seconds,
+    examples and non-padding tokens, and the processes' accounting (:class:`Segments`)."""
 
     losses: list[float]
     step_seconds: list[float]
     samples: list[int]
     tokens: list[int]
+    segments: Segments
+    from_step: int | None
+    """The step the last resume began at; ``None`` for a run that did not resume."""
 
 
 @dataclass
@@ -70,12 +78,12 @@ class Progress:
 
     steps: int
     every: int
-    began: float = field(default_factory=time.perf_counter)
     last_step: int = 0
+    began: float = field(default_factory=time.perf_counter)
     last_time: float = 0.0
 
     def __post_init__(self) -> None:
-        self.last_time = self.began
+        self.first, self.last_time = self.last_step, self.began
 
     def due(self, done: int) -> bool:
         return done % self.every == 0 or done == self.steps
@@ -91,54 +99,173 @@ class Progress:
             mean,
             sum(samples[self.last_step :]) / (now - self.last_time),
             format_duration(elapsed),
-            format_duration(elapsed / done * (self.steps - done)),
+            format_duration(elapsed / (done - self.first) * (self.steps - done)),
         )
         self.last_step, self.last_time = done, now
 
 
 class Batches:
-    """The training loader cycled: a new pass (a new shuffle) when one ends."""
+    """The training loader cycled: a new pass (a new shuffle) when one ends. Its
+    :meth:`position` (the pass, the batches taken in it, the loader's generator as the pass
+    began) puts a new one at the same place: the pass's shuffle drawn again, the batches taken
+    skipped."""
 
-    def __init__(self, loader) -> None:
-        self.loader = loader
-        self._batches = iter(loader)
+    def __init__(self, loader, position: dict[str, Any] | None = None) -> None:
+        self.loader, self.generator = loader, loader.generator
+        self.epoch, self.taken = 0, 0
+        if position is not None:
+            self.epoch = position["epoch"]
+            self.generator.set_state(position["generator"])
+        self._begin()
+        for _ in range(position["batch"] if position else 0):
+            self.next()
+
+    def _begin(self) -> None:
+        self.began = self.generator.get_state()
+        self._batches = iter(self.loader)
 
     def next(self) -> dict[str, Any]:
         try:
-            return next(self._batches)
+            batch = next(self._batches)
         except StopIteration:
-            self._batches = iter(self.loader)
-            return next(self._batches)
+            self.epoch, self.taken = self.epoch + 1, 0
+            self._begin()
+            batch = next(self._batches)
+        self.taken += 1
+        return batch
+
+    def position(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batch": self.taken, "generator": self.began}
+
+
+class Loop:
+    """The training loop's state: the batches, the per-step measurements (with those of the
+    run's earlier processes when it resumed) and the checkpoints' schedule."""
+
+    def __init__(self, run: RunState) -> None:
+        self.run, self.steps = run, run.hp["steps"]
+        resumed = run.resume
+        self.earlier = resumed.segments if resumed else Segments()
+        self.done = resumed.step if resumed else 0
+        self.progress = Progress(self.steps, max(1, self.steps // 10), self.done)
+        self.timer, self.watch = StepTimer(run.device), LossWatch(self.progress.every)
+        self.samples, self.tokens = list(self.earlier.samples), []
+        self.batches = Batches(run.loaders[0], resumed.data if resumed else None)
+        self.checkpoints, self.checkpoint_s = 0, 0.0
+        self.restart_s = 0.0
+        if resumed:
+            for loss in resumed.losses.to(run.device):
+                self.watch.add(loss)
+            self.watch.check()  # the sum the progress log starts from
+            self.earlier.starts.append(self.done)
+            restore_rng_states(resumed.rng)  # last: the next step draws what it drew then
+            self.restart_s = time.perf_counter() - run.started
+        self.began = self.last_checkpoint = time.perf_counter()
+        self.every_steps = run.hp["checkpoint_every_steps"]
+        self.every_s = run.hp["checkpoint_every_minutes"] * 60
+
+    def add(self, loss: Any, batch: dict[str, Any]) -> None:
+        """One step's measurements; the progress line when due."""
+        self.done += 1
+        self.watch.add(loss)  # every `every` steps: NonFiniteLoss naming the first bad step
+        self.samples.append(int(batch["labels"].shape[0]))
+        self.tokens.append(batch["attention_mask"].sum())
+        if self.progress.due(self.done):
+            self.progress.log(self.done, self.watch, self.samples)
+
+    def checkpoint_reason(self, signals: Signals) -> str | None:
+        """Why a checkpoint is due after this step, if one is: a signal, or the steps or
+        minutes since the last (none after the last step: evaluation follows at once)."""
+        received = signals.take()
+        for signum in (STOP, SAVE):
+            if signum in received:
+                return signum.name
+        if self.done == self.steps:
+            return None
+        if self.every_steps and self.done % self.every_steps == 0:
+            return "steps"
+        if self.every_s and time.perf_counter() - self.last_checkpoint >= self.every_s:
+            return "minutes"
+        return None
+
+    def checkpoint(self, reason: str) -> None:
+        """Write the checkpoint; after ``SIGTERM``, stop (:class:`Checkpointed`)."""
+        self.checkpoints += 1
+        self.checkpoint_s += checkpoint.save(self.run, self, reason)
+        self.last_checkpoint = time.perf_counter()
+        if reason == STOP.name:
+            stopped = Checkpointed(self.done, self.steps, checkpoint.path_of(self.run))
+            log.warning("%s", stopped)
+            raise stopped
+
+    def losses_so_far(self) -> Any:
+        """Every step's loss so far, float64, on the CPU."""
+        import torch
+
+        return torch.tensor(self.watch.values(), dtype=torch.float64)
+
+    def segments_so_far(self, peaks: dict[str, int | None], training_s: float) -> Segments:
+        """Every process's measurements up to now, with ``training_s`` seconds of this one's
+        training and the train phase's ``peaks`` so far."""
+        import torch
+
+        earlier = self.earlier
+        memory = dict(earlier.memory)
+        for key, value in (peaks or {}).items():
+            if value is not None:
+                memory[key] = max(value, memory.get(key, 0))
+        tokens = torch.stack(self.tokens).tolist() if self.tokens else []
+        return Segments(
+            step_seconds=earlier.step_seconds + self.timer.seconds(),
+            samples=list(self.samples),
+            tokens=earlier.tokens + tokens,
+            starts=list(earlier.starts),
+            train_s=earlier.train_s + training_s,
+            checkpoints=earlier.checkpoints + self.checkpoints,
+            checkpoint_s=earlier.checkpoint_s + self.checkpoint_s,
+            restart_s=earlier.restart_s + self.restart_s,
+            lost_known=earlier.lost_known,
+            memory=memory,
+        )
+
+    def training_s(self) -> float:
+        """This process's training seconds so far."""
+        return time.perf_counter() - self.began
+
+    def trained(self) -> Trained:
+        """The measurements; the segments' ``train_s`` the earlier processes' (this one's is
+        the train phase's own)."""
+        segments = self.segments_so_far({}, 0.0)
+        from_step = self.earlier.starts[-1] if len(self.earlier.starts) > 1 else None
+        return Trained(
+            self.watch.values(), segments.step_seconds, segments.samples, segments.tokens,
+            segments, from_step,
+        )  # fmt: skip
 
 
 def train(run: RunState) -> Trained:
-    """Train for ``hp["steps"]`` optimizer steps, cycling over the data; per-step measurements.
-    No step waits for the device: steps are timed by :class:`StepTimer`, losses and token counts
-    stay on the device until the end, and :class:`LossWatch` checks the losses for NaN or inf
-    at each progress line (:class:`Progress`)."""
-    import torch
-
-    steps = run.hp["steps"]
-    progress = Progress(steps, max(1, steps // 10))
+    """Train for ``hp["steps"]`` optimizer steps, cycling over the data (from a checkpoint's
+    step where the run resumes); per-step measurements. No step waits for the device: steps
+    are timed by :class:`StepTimer`, losses and token counts stay on the device until the end,
+    and :class:`LossWatch` checks the losses for NaN or inf at each progress line
+    (:class:`Progress`). Between steps, a checkpoint when one is due (:mod:`~.checkpoint`)."""
     run.model.train()
-    timer, watch = StepTimer(run.device), LossWatch(progress.every)
-    samples, tokens = [], []
-    batches = Batches(run.loaders[0])
-    try:
-        for step in range(steps):
-            batch = batches.next()
-            timer.start()
-            loss = _step(run, batch, step)
-            timer.stop()
-            watch.add(loss)  # every `every` steps: NonFiniteLoss naming the first bad step
-            samples.append(int(batch["labels"].shape[0]))
-            tokens.append(batch["attention_mask"].sum())
-            if progress.due(step + 1):
-                progress.log(step + 1, watch, samples)
-    except Exception:
-        watch.check()  # a loss that went NaN before the failure: the run diverged
-        raise
-    return Trained(watch.values(), timer.seconds(), samples, torch.stack(tokens).tolist())
+    loop = Loop(run)
+    with Signals() if run.checkpoint_off is None else nullcontext(None) as signals:
+        try:
+            for step in range(loop.done, loop.steps):
+                batch = loop.batches.next()
+                loop.timer.start()
+                loss = _step(run, batch, step)
+                loop.timer.stop()
+                loop.add(loss, batch)
+                reason = signals and loop.checkpoint_reason(signals)
+                if reason:
+                    loop.checkpoint(reason)
+        except Exception:
+            loop.watch.check()  # a loss that went NaN before the failure: the run diverged
+            raise
+    return loop.trained()
 
 
 def _step(run: RunState, batch: dict[str, Any], step: int) -> Any:
