@@ -46,6 +46,7 @@ from peftbench.methods._peft import (
     task_type,
 )
 from peftbench.plugin.method import HParam, is_head, learning_rate
+from peftbench.plugin.task import Head
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,6 @@ REFUSED: dict[str, str] = {
     "a peftbench task has one task and passes none",
     "MULTITASK_PROMPT_TUNING": "multitask prompt tuning selects each example's prompt by its "
     "task id (task_ids in every forward call); a peftbench task passes none",
-    "CPT": "CPT builds its prompt from given in-context examples (cpt_token_ids, cpt_mask, "
-    "cpt_tokens_type_mask: token ids of a tokenized template) that a method does not see",
 }
 """Tuners no peftbench run can serve, by ``PeftType`` value, with the reason."""
 
@@ -79,7 +78,16 @@ def _adaption_prompt_models(info: Any) -> str | None:
     )
 
 
-REFUSED_ON: dict[str, Callable[[Any], str | None]] = {"ADAPTION_PROMPT": _adaption_prompt_models}
+def _causal_lm_only(info: Any) -> str | None:
+    if Head.of(info.head).language_model:
+        return None
+    return "CPT trains a causal language model's prompt (peft: task_type CAUSAL_LM only)"
+
+
+REFUSED_ON: dict[str, Callable[[Any], str | None]] = {
+    "ADAPTION_PROMPT": _adaption_prompt_models,
+    "CPT": _causal_lm_only,
+}
 """Tuners that serve only some models, by ``PeftType`` value: why not this one (its
 ``ModelInfo``), or ``None``."""
 
@@ -108,6 +116,14 @@ NOT_HYPERPARAMETERS: dict[str, str] = {
     "total_step": "the run's steps (peftbench sets it)",
 }
 """Config fields that are not hyperparameters of a run, with the reason."""
+
+REQUIRED: dict[str, str] = {
+    "cpt_token_ids": "the token ids of CPT's in-context examples, which its prompt starts from "
+    "(with cpt_mask and cpt_tokens_type_mask); peft's default, the one token id 0, makes it "
+    "one-token prompt tuning, not CPT",
+}
+"""Fields that peft defaults but a run must be given (a method sees neither the tokenizer nor
+the task's examples), with what they are."""
 
 FIELD_DEFAULTS: dict[str, tuple[Any, str]] = {
     "num_virtual_tokens": (20, "peft requires it; 20 as peftbench's prompt_tuning"),
@@ -377,17 +393,27 @@ class PeftTuner(PeftMethod):
         problems = super().check_hparams(hp)
         if self.refused:
             problems.append(f"{self.name} cannot run in peftbench: {self.refused}")
+        problems += [
+            f"{key}=null: {self.name} needs it: {REQUIRED[key]}"
+            for key in self.fields
+            if key in REQUIRED and hp[key] is None
+        ]
         if problems:
             return problems
         kwargs = self.config_kwargs(hp)
         if not self.single_target and kwargs.get("target_modules") in (None, "all-linear"):
             if self.default_targets is not None or kwargs.get("target_modules"):
                 kwargs["target_modules"] = [MODEL_DECIDES]  # names of the model's modules
-        try:
-            self.config_class(**kwargs)
-        except Exception as error:  # peft raises ValueError, TypeError, ImportError, ...
-            return [self.config_problem(hp, error)]
-        return []
+        from peft import TaskType
+
+        error: Exception | None = None
+        for task in (None, TaskType.SEQ_CLS, TaskType.CAUSAL_LM):  # the head decides: any
+            try:
+                self.config_class(**kwargs, task_type=task)
+                return []
+            except Exception as refused:  # peft raises ValueError, TypeError, ImportError, ...
+                error = refused  # the last: with the task type a tuner insists on
+        return [self.config_problem(hp, error)]
 
     def config_problem(self, hp: dict[str, Any], error: Exception) -> str:
         """peft's refusal of the config, naming the values it concerns (those whose names

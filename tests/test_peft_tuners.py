@@ -1,0 +1,159 @@
+"""Every tuner of the installed peft is a method, ``peft:<tuner>``: named from ``PeftType``
+without importing peft, its hyperparameters its config dataclass's fields, peft's own checks
+run at plan time, the tuners no run can serve refused with the reason, and a few trained and
+rebuilt from their artifact on minilm-l2."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from peftbench import METHODS, MODELS, TASKS
+from peftbench.methods import peft_tuners
+from peftbench.methods.peft_tuners import NOT_HYPERPARAMETERS, tuner_names
+from peftbench.planning.spec import resolve_hparams
+from peftbench.plugin.errors import SpecError
+from peftbench.plugin.method import is_head, unfreeze_head
+from peftbench.plugin.model import model_info
+
+
+def test_every_peft_type_is_a_method():
+    from peft import PeftType
+
+    expected = {f"peft:{t.value.lower()}" for t in PeftType}
+    assert set(tuner_names()) == expected
+    assert expected <= set(METHODS.names())
+    assert METHODS.get("peft:oft").peft_type == "OFT"
+
+
+def test_the_names_are_listed_without_importing_peft():
+    code = (
+        "import sys\n"
+        "from peftbench import METHODS\n"
+        "names = [n for n, m in METHODS if n.startswith('peft:') and m.description]\n"
+        "print(len(names), [m for m in ('peft', 'torch') if m in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    count, imported = result.stdout.split(" ", 1)
+    assert int(count) == len(tuner_names()) > 40 and imported.strip() == "[]"
+
+
+def test_hyperparameters_are_the_config_fields_with_peft_defaults_and_meanings():
+    from peft import LoraConfig
+
+    declared = METHODS.get("peft:lora").hyperparameters
+    for field in dataclasses.fields(LoraConfig):
+        if field.name in (*NOT_HYPERPARAMETERS, "target_modules") or field.name not in declared:
+            continue  # target_modules: peftbench's syntax (auto, all-linear, names), its help
+        assert declared[field.name].help == " ".join(field.metadata["help"].split()), field.name
+    assert declared["r"].default == LoraConfig().r and declared["r"].type_name == "int"
+    assert declared["lora_alpha"].default == LoraConfig().lora_alpha
+    assert declared["bias"].choices == ("none", "all", "lora_only")  # its Literal annotation
+    assert declared["layers_to_transform"].type_name == "json"  # list[int] | int | None
+    assert declared["lr"].default == peft_tuners.LR  # peftbench's own
+    assert "loftq_config" not in declared  # a nested configuration object
+    assert not set(NOT_HYPERPARAMETERS) & set(declared)
+    assert "all-linear" in declared["target_modules"].help
+
+
+def test_peft_config_checks_run_at_plan_time_naming_the_value():
+    with pytest.raises(SpecError) as error:
+        resolve_hparams("peft:oft", {"r": 4})  # with the default oft_block_size: both set
+    assert "r=4" in str(error.value) and "OFTConfig refuses it" in str(error.value)
+    with pytest.raises(SpecError, match="bias='some'; valid: none, all, lora_only"):
+        resolve_hparams("peft:lora", {"bias": "some"})
+    with pytest.raises(SpecError, match="num_B=1: peft's LilyConfig refuses it"):
+        resolve_hparams("peft:lily", {"num_B": 1})
+    assert resolve_hparams("peft:oft", {"r": 4, "oft_block_size": 0})["r"] == 4
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("peft:xlora", "LoRA adapters trained beforehand"),
+        ("peft:poly", "task id"),
+        ("peft:multitask_prompt_tuning", "task id"),
+        ("peft:cpt", "cpt_token_ids=null: peft:cpt needs it"),
+    ],
+)
+def test_tuners_a_run_cannot_serve_are_refused_at_plan_time(name, fragment):
+    with pytest.raises(SpecError, match=fragment):
+        resolve_hparams(name, {})
+
+
+def test_model_dependent_refusals_say_why(minilm):
+    _, info, _ = minilm
+    bert = METHODS.get("peft:adaption_prompt").unsupported_reason(info)
+    assert "not 'bert'" in bert and "llama" in bert
+    assert "causal language model" in METHODS.get("peft:cpt").unsupported_reason(info)
+    llama = dataclasses.replace(info, model_type="llama", head="causal-lm")
+    assert METHODS.get("peft:adaption_prompt").unsupported_reason(llama) is None
+    assert METHODS.get("peft:cpt").unsupported_reason(llama) is None
+    assert resolve_hparams("peft:cpt", {"cpt_token_ids": [5, 6], "cpt_mask": [1, 1],
+                                        "cpt_tokens_type_mask": [1, 2]})  # fmt: skip
+
+
+def test_target_modules_auto_is_peft_default_or_every_linear_layer(minilm):
+    build, info, _ = minilm
+    model = build()
+    lora = METHODS.get("peft:lora")  # peft maps bert to query and value
+    assert {n.rsplit(".", 1)[-1] for n in lora.targets(None, model, info)} == {"query", "value"}
+    ln = METHODS.get("peft:ln_tuning")  # peft has no bert entry for LN tuning: all-linear
+    linears = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert set(ln.targets(None, model, info)) == {n for n in linears if not is_head(n, info)}
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    loaded = MODELS.get("minilm-l2").load(num_labels=2)
+    rows = TASKS.get("docstring-match").load()["train"].select(range(8)).to_dict()
+    batch = MODELS.get("minilm-l2").tokenizer()(
+        rows["name"], rows["text"], truncation=True, max_length=32, padding=True,
+        return_tensors="pt",
+    )  # fmt: skip
+    batch["labels"] = torch.tensor(rows["label"])
+    return (lambda: copy.deepcopy(loaded.model)), model_info("minilm-l2", loaded.model), batch
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["peft:loha", "peft:oft", "peft:prompt_tuning", "peft:vera"])
+def test_a_tuner_trains_and_its_artifact_rebuilds_the_model(name, minilm):
+    """Its own parameters train (the loss falls over 10 steps) and its artifact, loaded into a
+    freshly adapted model (prompt tuners: PromptMethod's, the prompt as the model uses it),
+    gives the trained logits."""
+    build, info, batch = minilm
+    method = METHODS.get(name)
+    hp = resolve_hparams(name, {"lr": 1e-2})
+    torch.manual_seed(0)
+    model = method.apply(build(), hp, info).eval()
+    unfreeze_head(model, info, method)
+    trainable = [p for n, p in model.named_parameters() if p.requires_grad]
+    assert any(not method.is_head(n, info) for n, p in model.named_parameters() if p.requires_grad)
+    optimizer = torch.optim.AdamW(trainable, lr=hp["lr"])
+    with torch.no_grad():
+        first = model(**batch).loss.item()
+    for step in range(1, 11):
+        model(**batch).loss.backward()
+        optimizer.step()
+        method.on_step(model, step)
+        optimizer.zero_grad()
+    with torch.no_grad():
+        trained = model(**batch)
+    assert trained.loss.item() < first
+    tensors = {k: v.detach().clone() for k, v in method.artifact(model, info).items()}
+    torch.manual_seed(1)
+    fresh = method.apply(build(), hp, info).eval()
+    head = {n: p for n, p in model.named_parameters() if method.is_head(n, info)}
+    with torch.no_grad():
+        for n, p in fresh.named_parameters():
+            if n in head:
+                p.copy_(head[n])
+    method.load_artifact(fresh, tensors, info)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(**batch).logits, trained.logits, rtol=1e-4, atol=1e-5)
