@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,39 @@ def test_shipped_config_plans_a_valid_sweep(name):
     )
     validate(config, str(CONFIGS / "config.schema.yaml"))  # what the Snakefile checks first
     sweep = plan_sweep(config)
-    runs = len(config["models"]) * len(config["tasks"]) * len(config["seeds"])
-    assert len(sweep.specs) >= runs * len(config["methods"])  # grids add settings
-    assert all(isinstance(seed, int) for seed in config["seeds"])
+    grids = config.get("grid") or {}
+    planned = [
+        (s.model, s.method, s.task, s.seed, grid_point(s.hparams, grids.get(s.method)))
+        for s in sweep.specs
+    ]
+    assert sorted(planned) == sorted(expected_runs(config))  # each run once, every grid point
+    assert len({s.run_id for s in sweep.specs}) == len(sweep.specs)
+    for spec in sweep.specs:  # budget, then hparams, then method_hparams; grid axes checked above
+        asked = {
+            **config["budget"],
+            **(config.get("hparams") or {}),
+            **((config.get("method_hparams") or {}).get(spec.method) or {}),
+        }
+        asked = {k: v for k, v in asked.items() if k not in (grids.get(spec.method) or {})}
+        assert {k: spec.hparams[k] for k in asked} == asked, spec.run_id
+
+
+def grid_point(hparams: dict, axes: dict | None) -> tuple:
+    """A run's values of its method's grid axes."""
+    return tuple((name, hparams[name]) for name in sorted(axes or {}))
+
+
+def expected_runs(config: dict) -> list[tuple]:
+    """Every model × method × task × seed, once per combination of its method's grid values."""
+    runs = []
+    for model, method, task, seed in itertools.product(
+        config["models"], config["methods"], config["tasks"], config["seeds"]
+    ):
+        axes = (config.get("grid") or {}).get(method) or {}
+        names = sorted(axes)
+        for values in itertools.product(*(axes[name] for name in names)):
+            runs.append((model, method, task, seed, tuple(zip(names, values, strict=True))))
+    return runs
 
 
 def test_the_core_comparison_is_the_three_seed_subset_of_all_methods():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from peftbench import METHODS
@@ -19,9 +21,16 @@ def test_methods_doc_is_up_to_date():
     )
 
 
+SOURCE = re.compile(r"arXiv:\d{4}\.\d{4,5}\b|https://\S+\.\S+")
+"""Where the paper can be found: an arXiv id (``arXiv:2106.09685``) or a web address; a
+method without one says so ("none linked from ...")."""
+
+
 def test_every_method_names_its_paper_and_defaults():
+    descriptions = [method.description for _, method in METHODS]
+    assert len(set(descriptions)) == len(descriptions), "two methods share a description"
     for name, method in METHODS:
-        assert method.description and method.paper, name
-        assert "lr" in method.defaults, name
+        assert "\n" not in method.description.strip(), (name, "one line: a table cell")
+        assert SOURCE.search(method.paper) or method.paper.startswith("none "), (name, method.paper)
         low, high = method.lr_range
-        assert 0 < low <= high, name
+        assert 0 < low <= method.defaults["lr"] <= high, (name, method.defaults, method.lr_range)
