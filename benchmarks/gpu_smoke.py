@@ -46,6 +46,9 @@ from peftbench.run.measure import (
     peak_flops,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' tiny models
+from tests.tiny_models import TINY_VOCAB, fp16_checkpoint  # noqa: E402
+
 LLAMA_1B = {  # TinyLlama-1.1B's shape
     "vocab_size": 32000,
     "hidden_size": 2048,
@@ -141,22 +144,6 @@ def check_quantize(device: str, bits: int) -> list[Check]:
     return checks
 
 
-def fp16_checkpoint(folder: Path) -> Path:
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.for_model(
-        "llama",
-        vocab_size=512,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    AutoModelForCausalLM.from_config(config).to(torch.float16).save_pretrained(folder)
-    return folder
-
-
 def check_load_dtype_cpu(folder: Path) -> list[Check]:
     model = TransformersModel(str(folder)).load(num_labels=2, head="causal-lm").model
     dtypes = {str(p.dtype) for p in model.parameters()}
@@ -171,7 +158,7 @@ def fp16_steps(model: torch.nn.Module, device: str, steps: int = 3) -> None:
     accelerator = Accelerator(mixed_precision="fp16")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model, optimizer = accelerator.prepare(model, optimizer)
-    ids = torch.randint(0, 512, (4, 64), device=device)
+    ids = torch.randint(2, TINY_VOCAB["vocab_size"], (4, 64), device=device)
     for _ in range(steps):
         accelerator.backward(model(input_ids=ids, labels=ids).loss)
         optimizer.step()

@@ -5,26 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
 
 from peftbench.plugin.model import LOAD_DTYPES, TransformersModel, torch_dtype
 from peftbench.plugin.task import Head
+from tests.tiny_models import fp16_checkpoint
 
 
 @pytest.fixture(scope="module")
 def float16_checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fp16-llama")
-    config = AutoConfig.for_model(
-        "llama",
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    AutoModelForCausalLM.from_config(config).to(torch.float16).save_pretrained(folder)
-    return folder
+    return fp16_checkpoint(tmp_path_factory.mktemp("fp16-llama"))
 
 
 def dtypes(model: torch.nn.Module) -> set[torch.dtype]:
