@@ -177,13 +177,17 @@ def tuner_names() -> list[str]:
 
 @cache
 def trials() -> dict[str, dict[str, str]]:
-    """:data:`TRIALS` by tuner name, then by model: ``ok``, or the status and message."""
+    """:data:`TRIALS` by tuner name, then by model and head: the run's status, then whether
+    it merges (``ok, merges``) or its message (``refused: ...``)."""
     found: dict[str, dict[str, str]] = {}
     if TRIALS.exists():
         with TRIALS.open(newline="") as handle:
             for row in csv.DictReader(handle):
-                outcome = row["status"] + (f": {row['message']}" if row["message"] else "")
-                found.setdefault(row["method"], {})[f"{row['model']} ({row['head']})"] = outcome
+                detail = row["merge"] or row["message"]
+                outcome = row["status"] + (f", {detail}" if row["merge"] else f": {detail}")
+                found.setdefault(row["method"], {})[f"{row['model']} ({row['head']})"] = (
+                    outcome if detail else row["status"]
+                )
     return found
 
 
@@ -501,9 +505,16 @@ class PeftTuner(PeftMethod):
             allocate(step)
 
     def artifact(self, model, info):
+        """As peft's other methods (prompt tuners: the prompt as the model uses it), a tensor
+        tied to another one stored once (trainable tokens on tied input and output embeddings
+        train one delta, which peft's state dict names twice)."""
         if self.prompt_learning:
             return PromptMethod.artifact(self, model, info)
-        return super().artifact(model, info)
+        tensors = super().artifact(model, info)
+        first: dict[Any, str] = {}
+        for name, t in tensors.items():
+            first.setdefault((t.untyped_storage()._cdata, t.storage_offset(), t.shape), name)
+        return {name: tensors[name] for name in first.values()}
 
     def load_artifact(self, model, tensors, info):
         if self.prompt_learning:

@@ -46,6 +46,22 @@ def test_decorator_registers_instances_by_name():
     assert registry.names() == ["thing"]
 
 
+def test_a_provider_lists_its_names_and_builds_each_once_when_asked():
+    registry: Registry[object] = Registry("widget", "peftbench.test-widgets")
+    built: list[str] = []
+
+    class Widget:
+        def __init__(self, name: str) -> None:
+            built.append(name)
+
+    registry.add_provider(lambda: ["w:a", "w:b"], Widget)
+    assert registry.names() == ["w:a", "w:b"] and built == []  # listed, not built
+    assert registry.get("w:a") is registry.get("w:a") and built == ["w:a"]
+    assert registry.get("w:a").name == "w:a"
+    with pytest.raises(UnknownNameError, match="unknown widget 'w:c'; did you mean 'w:[ab]' or 'w:[ab]'"):
+        registry.get("w:c")
+
+
 def test_list_command_prints_descriptions():
     out = run_cli("list", "methods").stdout
     lines = {line.split()[0]: line for line in out.splitlines()}

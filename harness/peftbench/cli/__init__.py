@@ -112,7 +112,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     registry = REGISTRIES[args.kind]
     width = max(len(name) for name in registry.names())
     for name, plugin in registry:
-        print(f"{name:<{width}}  {plugin.description}")
+        tried = "; ".join(
+            f"{where}: {outcome}" for where, outcome in getattr(plugin, "tried", {}).items()
+        )
+        print(f"{name:<{width}}  {plugin.description}" + (f" [tried: {tried}]" if tried else ""))
     return 0
 
 

@@ -157,6 +157,9 @@ class Method:
     """The kind of method, for docs/methods.md (low-rank, adapter, prompt, selective, ...)."""
     rank_rule: str = ""
     """What bounds the rank of the update to a weight matrix, in words (docs/methods.md)."""
+    tried: dict[str, str] = {}  # noqa: RUF012 - read-only class data
+    """Outcomes of short trial runs, by model and head (``"tiny-llama (causal LM)": "ok,
+    merges"``), where the method has them (``peftbench list methods``, docs/methods.md)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
