@@ -279,10 +279,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="peftbench", description=__doc__)
-    sub = parser.add_subparsers(dest="command_name", required=True)
-
+def _add_list_command(sub: argparse._SubParsersAction) -> None:
     listing = sub.add_parser(
         "list", help="list registered methods, tasks or models, or the hyperparameters"
     )
@@ -292,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.set_defaults(func=cmd_list)
 
+
+def _add_run_command(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser(
         "run",
         help="train and evaluate one model × method × task × seed",
@@ -343,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--command", default=None, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
+
+def _add_tokenize_command(sub: argparse._SubParsersAction) -> None:
     tok = sub.add_parser("tokenize", help="tokenize a task for a model's tokenizer, saved to disk")
     tok.add_argument("--task", required=True, help="task name (peftbench list tasks)")
     tok.add_argument("--model", required=True, help="model whose tokenizer is used")
@@ -352,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--library-warnings", action="store_true", help=LIBRARY_WARNINGS_HELP)
     tok.set_defaults(func=cmd_tokenize)
 
+
+def _add_aggregate_command(sub: argparse._SubParsersAction) -> None:
     agg = sub.add_parser("aggregate", help="collect result records into one flat CSV table")
     agg.add_argument("records", nargs="+", help="result.json files")
     agg.add_argument("--out", required=True, help="CSV file to write")
@@ -360,12 +363,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agg.set_defaults(func=cmd_aggregate)
 
+
+def _add_report_command(sub: argparse._SubParsersAction) -> None:
     rep = sub.add_parser("report", help="render leaderboards from the aggregated table")
     rep.add_argument("table", help="CSV written by 'peftbench aggregate'")
     rep.add_argument("--markdown", required=True, help="markdown leaderboard to write")
     rep.add_argument("--html", required=True, help="HTML leaderboard to write")
     rep.set_defaults(func=cmd_report)
 
+
+def _add_count_command(sub: argparse._SubParsersAction) -> None:
     count = sub.add_parser(
         "count", help="parameter counts of a model × method, without weights or training"
     )
@@ -384,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     count.add_argument("--json", action="store_true", help="one JSON object")
     count.set_defaults(func=cmd_count)
 
+
+def _add_codehash_command(sub: argparse._SubParsersAction) -> None:
     code = sub.add_parser(
         "codehash", help="hash of the code a model × method × task run depends on"
     )
@@ -392,10 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
     code.add_argument("--task", required=True, help="task name (peftbench list tasks)")
     code.set_defaults(func=cmd_codehash)
 
+
+def _add_verify_command(sub: argparse._SubParsersAction) -> None:
     check = sub.add_parser("verify", help="check a results folder's records and leaderboard")
     check.add_argument("results_dir", help="the sweep's results folder (e.g. results)")
     check.set_defaults(func=cmd_verify)
 
+
+def _add_compare_command(sub: argparse._SubParsersAction) -> None:
     compare = sub.add_parser(
         "compare", help="paired test of two methods on the same validation examples"
     )
@@ -405,6 +418,20 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--model", help="only this model (default: every model both ran)")
     compare.add_argument("--task", help="only this task (default: every task both ran)")
     compare.set_defaults(func=cmd_compare)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="peftbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command_name", required=True)
+    _add_list_command(sub)
+    _add_run_command(sub)
+    _add_tokenize_command(sub)
+    _add_aggregate_command(sub)
+    _add_report_command(sub)
+    _add_count_command(sub)
+    _add_codehash_command(sub)
+    _add_verify_command(sub)
+    _add_compare_command(sub)
     return parser
 
 
