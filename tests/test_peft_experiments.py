@@ -38,8 +38,6 @@ NOT_COUNTABLE = {
     "frod/llama-3.2-3B-sparse0.02-lr_0.001": (NotImplementedError, "as frod default"),
     "shira/llama-3.2-3B-lr_0.0003-random_seed_42": (NotImplementedError, "SHiRA's mask: nonzero"),
     "unilora/llama-3.2-3B-default": (NotImplementedError, "UniLoRA's init calls bincount"),
-    "vblora/llama-3.2-3B-default": (RuntimeError, "VB-LoRA's merge calls .item()"),
-    "beft/llama-3.2-3B-target-v_proj": (ValueError, "BEFT's merge refuses a bias-free base"),
     "ia3/llama-3.2-3B-all-attn-5k-lr0.005": (
         ValueError,
         "peft:ia3 passes full module names as target_modules, so peft finds "
