@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                     "model": model,
                     "head": head,
                     **outcome,
-                    "message": " ".join(outcome["message"].split())[:300],
+                    "message": " ".join(outcome["message"].split())[:600],
                     "seconds": f"{time.perf_counter() - start:.0f}",
                     "peft_version": version("peft"),
                 }

@@ -13,10 +13,12 @@ default for it. peft's own config checks run at plan time (:meth:`PeftTuner.chec
 and the config is applied to the model's meta-device build there too, so a bad value is
 refused before any job.
 
-A tuner one run cannot serve is refused at plan time with the reason (:data:`REFUSED`, found
-by trying every tuner: ``benchmarks/peft_tuner_trials.py``, whose outcomes are
-``peft_tuners.csv``). peftbench's own 17 methods keep their names and their papers' defaults;
-``peft:lora`` is peft's LoRA with peft's defaults.
+A tuner one run cannot serve is refused at plan time with the reason (:data:`REFUSED`), and one
+that serves only some models says why for the others (:data:`REFUSED_ON`: the run is recorded
+``unsupported``); found by trying every tuner (``benchmarks/peft_tuner_trials.py``, whose
+outcomes are ``peft_tuners.csv``: ``PeftTuner.tried``, ``peftbench list methods``,
+docs/methods.md). peftbench's own 17 methods keep their names and
+their papers' defaults; ``peft:lora`` is peft's LoRA with peft's defaults.
 """
 
 from __future__ import annotations
@@ -41,12 +43,12 @@ from peftbench.methods._peft import (
     TARGET_MODULES_HELP,
     PeftMethod,
     PromptMethod,
+    input_prompt_unsupported,
     rank_rule,
     target_modules,
     task_type,
 )
 from peftbench.plugin.method import HParam, is_head, learning_rate
-from peftbench.plugin.task import Head
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,10 @@ REFUSED: dict[str, str] = {
     "a peftbench task has one task and passes none",
     "MULTITASK_PROMPT_TUNING": "multitask prompt tuning selects each example's prompt by its "
     "task id (task_ids in every forward call); a peftbench task passes none",
+    "CPT": "CPT learns from in-context examples (cpt_token_ids) and computes its loss only where "
+    "each batch's input_type_mask marks the answers, which its own data collator builds; a run "
+    "passes none, so every label is masked (tried on tiny-llama with cpt_token_ids given: the "
+    "loss is NaN at the first step)",
 }
 """Tuners no peftbench run can serve, by ``PeftType`` value, with the reason."""
 
@@ -78,15 +84,24 @@ def _adaption_prompt_models(info: Any) -> str | None:
     )
 
 
-def _causal_lm_only(info: Any) -> str | None:
-    if Head.of(info.head).language_model:
+def _decoder_only(info: Any) -> str | None:
+    """Decoder-only: a model type transformers has a causal-LM class for and no masked-LM one."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = info.model_type
+    if kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
         return None
-    return "CPT trains a causal language model's prompt (peft: task_type CAUSAL_LM only)"
+    return f"ShadowPEFT rides a decoder-only model's loop over its layers; {kind!r} is not one"
 
 
 REFUSED_ON: dict[str, Callable[[Any], str | None]] = {
     "ADAPTION_PROMPT": _adaption_prompt_models,
-    "CPT": _causal_lm_only,
+    "SHADOW": _decoder_only,
+    "PROMPT_TUNING": input_prompt_unsupported,  # as peftbench's prompt_tuning and p_tuning
+    "P_TUNING": input_prompt_unsupported,
 }
 """Tuners that serve only some models, by ``PeftType`` value: why not this one (its
 ``ModelInfo``), or ``None``."""
@@ -116,14 +131,6 @@ NOT_HYPERPARAMETERS: dict[str, str] = {
     "total_step": "the run's steps (peftbench sets it)",
 }
 """Config fields that are not hyperparameters of a run, with the reason."""
-
-REQUIRED: dict[str, str] = {
-    "cpt_token_ids": "the token ids of CPT's in-context examples, which its prompt starts from "
-    "(with cpt_mask and cpt_tokens_type_mask); peft's default, the one token id 0, makes it "
-    "one-token prompt tuning, not CPT",
-}
-"""Fields that peft defaults but a run must be given (a method sees neither the tokenizer nor
-the task's examples), with what they are."""
 
 FIELD_DEFAULTS: dict[str, tuple[Any, str]] = {
     "num_virtual_tokens": (20, "peft requires it; 20 as peftbench's prompt_tuning"),
@@ -334,9 +341,9 @@ class PeftTuner(PeftMethod):
     @cached_property
     def default_targets(self) -> dict[str, Any] | None:
         """peft's default ``target_modules`` by model type, or ``None`` when the tuner picks
-        its own (or has no mapping)."""
+        its own (no mapping, or an empty one: ShadowPEFT wraps every decoder block)."""
         mapping = getattr(self.tuner_class, "target_module_mapping", None)
-        return mapping if isinstance(mapping, dict) else None
+        return mapping if isinstance(mapping, dict) and mapping else None
 
     @cached_property
     def single_target(self) -> bool:
@@ -351,7 +358,7 @@ class PeftTuner(PeftMethod):
                 "auto", "module to adapt, by name; auto: peft's default for the model type"
             )
         if self.default_targets is None:
-            auto = "peft's default for the model type (peft refuses types it has none for)"
+            auto = "what the tuner picks itself (peft refuses a model it picks none for)"
         else:
             known = sorted(self.default_targets)
             auto = (
@@ -373,6 +380,7 @@ class PeftTuner(PeftMethod):
     def family(self) -> str:
         from peft import LoraConfig
         from peft.tuners.lycoris_utils import LycorisConfig
+        from peft.tuners.tuners_utils import BaseTuner
 
         if self.prompt_learning:
             return "prompt"
@@ -380,7 +388,9 @@ class PeftTuner(PeftMethod):
             return "low-rank"
         if issubclass(self.config_class, LycorisConfig):
             return "LyCORIS (low-rank products)"
-        return "weight tuner"
+        if issubclass(self.tuner_class, BaseTuner):
+            return "weight tuner"
+        return "own modules"  # neither prompt learning nor tuner layers (LLaMA-Adapter)
 
     @property
     def rank_rule(self) -> str:
@@ -396,12 +406,7 @@ class PeftTuner(PeftMethod):
         from the values, without a model: what needs one is checked on the meta build)."""
         problems = super().check_hparams(hp)
         if self.refused:
-            problems.append(f"{self.name} cannot run in peftbench: {self.refused}")
-        problems += [
-            f"{key}=null: {self.name} needs it: {REQUIRED[key]}"
-            for key in self.fields
-            if key in REQUIRED and hp[key] is None
-        ]
+            problems.append(f"cannot run in peftbench: {self.refused}")
         if problems:
             return problems
         kwargs = self.config_kwargs(hp)
@@ -517,9 +522,13 @@ class PeftTuner(PeftMethod):
         return {name: tensors[name] for name in first.values()}
 
     def load_artifact(self, model, tensors, info):
-        if self.prompt_learning:
-            return PromptMethod.load_artifact(self, model, tensors, info)
-        return super().load_artifact(model, tensors, info)
+        if not self.prompt_learning:
+            return super().load_artifact(model, tensors, info)
+        encoder = model.prompt_encoder[model.active_adapter]
+        if hasattr(encoder, "load_prompt_embeddings"):  # an encoder that loads its own (CARTRIDGE)
+            (prompt,) = tensors.values()
+            return encoder.load_prompt_embeddings(prompt)
+        return PromptMethod.load_artifact(self, model, tensors, info)
 
     def merge(self, model):
         """As peft's other methods, and ``None`` (the modules stay) where peft refuses to merge

@@ -6,16 +6,18 @@ rebuilt from their artifact on minilm-l2."""
 from __future__ import annotations
 
 import copy
+import csv
 import dataclasses
 import subprocess
 import sys
+from importlib.metadata import version
 
 import pytest
 import torch
 
 from peftbench import METHODS, MODELS, TASKS
 from peftbench.methods import peft_tuners
-from peftbench.methods.peft_tuners import NOT_HYPERPARAMETERS, tuner_names
+from peftbench.methods.peft_tuners import NOT_HYPERPARAMETERS, TRIALS, tuner_names
 from peftbench.planning.spec import resolve_hparams
 from peftbench.plugin.errors import SpecError
 from peftbench.plugin.method import is_head, unfreeze_head
@@ -79,7 +81,7 @@ def test_peft_config_checks_run_at_plan_time_naming_the_value():
         ("peft:xlora", "LoRA adapters trained beforehand"),
         ("peft:poly", "task id"),
         ("peft:multitask_prompt_tuning", "task id"),
-        ("peft:cpt", "cpt_token_ids=null: peft:cpt needs it"),
+        ("peft:cpt", "input_type_mask"),
     ],
 )
 def test_tuners_a_run_cannot_serve_are_refused_at_plan_time(name, fragment):
@@ -91,12 +93,10 @@ def test_model_dependent_refusals_say_why(minilm):
     _, info, _ = minilm
     bert = METHODS.get("peft:adaption_prompt").unsupported_reason(info)
     assert "not 'bert'" in bert and "llama" in bert
-    assert "causal language model" in METHODS.get("peft:cpt").unsupported_reason(info)
+    assert "decoder-only" in METHODS.get("peft:shadow").unsupported_reason(info)
     llama = dataclasses.replace(info, model_type="llama", head="causal-lm")
     assert METHODS.get("peft:adaption_prompt").unsupported_reason(llama) is None
-    assert METHODS.get("peft:cpt").unsupported_reason(llama) is None
-    assert resolve_hparams("peft:cpt", {"cpt_token_ids": [5, 6], "cpt_mask": [1, 1],
-                                        "cpt_tokens_type_mask": [1, 2]})  # fmt: skip
+    assert METHODS.get("peft:shadow").unsupported_reason(llama) is None
 
 
 def test_target_modules_auto_is_peft_default_or_every_linear_layer(minilm):
@@ -122,7 +122,9 @@ def minilm():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["peft:loha", "peft:oft", "peft:prompt_tuning", "peft:vera"])
+@pytest.mark.parametrize(
+    "name", ["peft:loha", "peft:oft", "peft:prompt_tuning", "peft:cartridge", "peft:vera"]
+)
 def test_a_tuner_trains_and_its_artifact_rebuilds_the_model(name, minilm):
     """Its own parameters train (the loss falls over 10 steps) and its artifact, loaded into a
     freshly adapted model (prompt tuners: PromptMethod's, the prompt as the model uses it),
@@ -157,3 +159,17 @@ def test_a_tuner_trains_and_its_artifact_rebuilds_the_model(name, minilm):
     method.load_artifact(fresh, tensors, info)
     with torch.no_grad():
         torch.testing.assert_close(fresh(**batch).logits, trained.logits, rtol=1e-4, atol=1e-5)
+
+
+def test_the_trials_cover_every_tuner_of_the_installed_peft():
+    """methods/peft_tuners.csv (benchmarks/peft_tuner_trials.py) holds a run of every tuner on
+    the classifier and the causal LM with this peft; after an upgrade, run the trials again."""
+    with TRIALS.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {(r["method"], r["head"]) for r in rows} == {
+        (name, head) for name in tuner_names() for head in ("classifier", "causal LM")
+    }
+    assert {r["peft_version"] for r in rows} == {version("peft")}
+    assert {r["status"] for r in rows} <= {"ok", "refused", "unsupported", "failed", "diverged"}
+    tried = METHODS.get("peft:lora").tried
+    assert tried == {"minilm-l2 (classifier)": "ok, merges", "tiny-llama (causal LM)": "ok, merges"}
