@@ -86,9 +86,30 @@ def train(model: nn.Module, method: Method, steps: int = 2, batch: int = 2) -> N
         optimizer.zero_grad()
 
 
-def applicable_methods() -> list[str]:
+TOO_NARROW = {
+    "peft:c3a": "block_size 256 must divide the layer width (32 here)",
+    "peft:miss": "r 64 must be at most in_features (32 here)",
+    "peft:road": "group_size 64 must divide out_features (32 here)",
+    "peft:shira": "r 32 asks more parameters than a 32×32 layer has",
+    "peft:vblora": "vector_length 256 must divide in_features (32 here)",
+    "peft:waveft": "n_frequency 2592 exceeds a 32×32 layer's 1024 entries",
+}
+"""peft tuners whose defaults peft's own config check refuses on the tiny BERT's 32-wide layers
+(they run on minilm-l2: methods/peft_tuners.csv); the test expects exactly that refusal."""
+
+
+def applicable_methods() -> list:
     _, info = tiny_bert()
-    return [name for name, method in METHODS if method.unsupported_reason(info) is None]
+    return [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(raises=ValueError, strict=True, reason=TOO_NARROW[name]),
+        )
+        if name in TOO_NARROW
+        else name
+        for name, method in METHODS
+        if method.unsupported_reason(info) is None
+    ]
 
 
 # Closed forms on the tiny BERT -------------------------------------------------------------
