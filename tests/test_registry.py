@@ -58,7 +58,8 @@ def test_a_provider_lists_its_names_and_builds_each_once_when_asked():
     assert registry.names() == ["w:a", "w:b"] and built == []  # listed, not built
     assert registry.get("w:a") is registry.get("w:a") and built == ["w:a"]
     assert registry.get("w:a").name == "w:a"
-    with pytest.raises(UnknownNameError, match="unknown widget 'w:c'; did you mean 'w:[ab]' or 'w:[ab]'"):
+    suggestion = "unknown widget 'w:c'; did you mean 'w:[ab]' or 'w:[ab]'"
+    with pytest.raises(UnknownNameError, match=suggestion):
         registry.get("w:c")
 
 
