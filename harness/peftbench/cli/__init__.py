@@ -211,6 +211,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_count(args: argparse.Namespace) -> int:
+    configure_output(library_warnings=False)
     from peftbench.planning.counting import NotApplicableError, count_model_method
 
     method, overrides, head = args.method, parse_assignments(args.set), "classification"
