@@ -6,10 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
+
+if TYPE_CHECKING:
+    from peftbench.planning.spec import RunSpec
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_GLUE = REPO.parent / "shared" / "data" / "glue"
@@ -33,11 +39,45 @@ def pytest_collectreport(report: pytest.CollectReport) -> None:
         report.outcome = "failed"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``slurm`` tests need a cluster: they run only where ``-m`` names them (``-m slurm``),
+    whatever else selects tests (the fast tier's ``-m "not slow"`` included)."""
+    if "slurm" in (config.option.markexpr or ""):
+        return
+    cluster = [item for item in items if item.get_closest_marker("slurm")]
+    if cluster:
+        config.hook.pytest_deselected(items=cluster)
+        items[:] = [item for item in items if not item.get_closest_marker("slurm")]
+
+
 @pytest.fixture
 def glue_dir() -> Path:
     if not (SHARED_GLUE / "sst2" / "train.tsv").is_file():
         pytest.skip(f"GLUE data not found at {SHARED_GLUE}")
     return SHARED_GLUE
+
+
+@pytest.fixture(scope="session")
+def tokenized(tmp_path_factory) -> Callable[[RunSpec], str]:
+    """``tokenized(spec)``: a folder holding ``spec``'s task tokenized for its model (what the
+    workflow's ``tokenize`` rule writes), made once per task × tokenizer × length × data folder
+    in the session; pass it to ``execute`` as ``tokenized_dir``."""
+    from peftbench.plugin.registry import MODELS
+    from peftbench.run.data import save_tokenized
+
+    root = tmp_path_factory.mktemp("tokenized")
+    made: dict[tuple, str] = {}
+
+    def folder(spec: RunSpec) -> str:
+        length = spec.hparams["max_length"]
+        key = (spec.task, MODELS.get(spec.model).tokenizer_key, length, spec.data_dir)
+        if key not in made:
+            out = root / str(len(made))
+            save_tokenized(out, spec.task, spec.model, length, spec.data_dir)
+            made[key] = str(out)
+        return made[key]
+
+    return folder
 
 
 def run_cli(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -92,3 +132,72 @@ def write_config(folder: Path, **changes) -> Path:
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+# The shared sweep ------------------------------------------------------------------------
+
+SHARED_METHODS = ["full", "lora", "layernorm", "lora-copy", "slow"]
+"""The shared sweep's methods that finish; tests/test_faults.py's ``FAILING`` fail in it."""
+SHARED_SWEEP = {
+    "budget": {"steps": 3, "batch_size": 4, "max_length": 16},
+    "hparams": {"max_eval_examples": 16},
+    "method_hparams": {"slow": {"steps": 20}},  # long enough to be killed (tests/test_rerun.py)
+    "grid": {"lora": {"lr": [1e-3, 5e-3]}},
+}
+"""What the shared sweep's config sets beside its methods (see :func:`shared_sweep`)."""
+
+
+@dataclass(frozen=True)
+class FinishedSweep:
+    folder: Path
+    config: Path
+    output: str
+    """Snakemake's stdout and stderr."""
+
+
+@pytest.fixture(scope="session")
+def test_plugins(tmp_path_factory) -> Path:
+    """A folder that installs, once on ``PYTHONPATH``, the test-only plugins of
+    tests/test_faults.py, ``lora-copy`` (a copy of peftbench's LoRA module, free to edit) and
+    examples/peftbench-layernorm as its ``pyproject.toml`` declares it. This process never
+    imports them; subprocesses (Snakemake, its jobs, the CLI) do."""
+    from tests.test_faults import FAULTY_METHODS, PLUGIN_PACKAGE, TINY_TASK, write_plugin
+    from tests.test_plugin_example import install_example
+
+    lora = (REPO / "methods" / "lora.py").read_text().replace('"lora"', '"lora-copy"')
+    root = write_plugin(
+        tmp_path_factory.mktemp("plugins"),
+        {"faulty": FAULTY_METHODS, "tiny_task": TINY_TASK, "lora_copy": lora},
+        {
+            "peftbench.methods": {
+                "faulty": f"{PLUGIN_PACKAGE}.faulty",
+                "lora-copy": f"{PLUGIN_PACKAGE}.lora_copy",
+            },
+            "peftbench.tasks": {"tiny-match": f"{PLUGIN_PACKAGE}.tiny_task"},
+        },
+    )
+    return install_example(root)
+
+
+@pytest.fixture
+def with_plugins(test_plugins: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """:func:`test_plugins` on ``PYTHONPATH`` for this test's subprocesses."""
+    from tests.test_faults import on_pythonpath
+
+    on_pythonpath(monkeypatch, test_plugins)
+    return test_plugins
+
+
+@pytest.fixture(scope="session")
+def shared_sweep(test_plugins: Path, tmp_path_factory) -> FinishedSweep:
+    """One finished tiny sweep that the workflow, fault, rerun and plugin tests read (copy it
+    to change it): minilm-l2 on docstring-match, seed 0, :data:`SHARED_METHODS` (LoRA over a
+    two-point learning-rate grid) and tests/test_faults.py's failing methods, at 3 steps of 4."""
+    from tests.test_faults import FAILING, on_pythonpath
+
+    folder = tmp_path_factory.mktemp("shared-sweep")
+    config = write_config(folder, methods=[*SHARED_METHODS, *FAILING], **SHARED_SWEEP)
+    with pytest.MonkeyPatch.context() as patch:
+        on_pythonpath(patch, test_plugins)
+        result = run_snakemake(folder, "--cores", "2", "--configfile", str(config))
+    return FinishedSweep(folder, config, result.stdout + result.stderr)

@@ -32,8 +32,10 @@ CASES = [
     ("minilm-l2", "docstring-match", "prompt_tuning", "peft"),
     ("minilm-l2", "docstring-match", "houlsby", "peftbench-safetensors"),
     ("minilm-l2", "docstring-match", "full", "peftbench-safetensors"),
-    ("tiny-llama", "docstring-match-lm", "lora", "peft"),
-    ("tiny-llama", "docstring-match-lm", "full", "peftbench-safetensors"),  # tied embeddings
+    pytest.param("tiny-llama", "docstring-match-lm", "lora", "peft", marks=pytest.mark.slow),
+    pytest.param(  # tied embeddings
+        "tiny-llama", "docstring-match-lm", "full", "peftbench-safetensors", marks=pytest.mark.slow
+    ),
 ]
 
 
@@ -47,10 +49,10 @@ def recording_outputs(model, predict):
         hook.remove()
 
 
-def validation_predictions(spec, model):
+def validation_predictions(spec, model, tokenized_dir):
     """The run's own prediction function over the run's scored validation rows, and the
     model's outputs."""
-    data, meta = _load_data(spec, None)
+    data, meta = _load_data(spec, tokenized_dir)
     task = TASKS.get(spec.task)
     head = for_head(task.head)
     _, validation, _ = loaders(data, MODELS.get(spec.model), spec.hparams, spec.seed, head)
@@ -65,7 +67,7 @@ def validation_predictions(spec, model):
 
 @pytest.mark.parametrize(("model", "task", "method", "fmt"), CASES)
 def test_artifact_reproduces_the_validation_predictions(
-    tmp_path, monkeypatch, model, task, method, fmt
+    tmp_path, monkeypatch, tokenized, model, task, method, fmt
 ):
     """Loaded into a fresh base, the artifact makes the run's validation predictions, from
     bit-identical outputs."""
@@ -80,8 +82,9 @@ def test_artifact_reproduces_the_validation_predictions(
     spec = resolve_spec(model, method, task, 0, TINY)
     run = tmp_path / "run"
     record = execute(
-        spec, run, threads=1, command="test", lock_dir=tmp_path / "locks", save_artifacts=True
-    )
+        spec, run, tokenized_dir=tokenized(spec), threads=1, command="test",
+        lock_dir=tmp_path / "locks", save_artifacts=True,
+    )  # fmt: skip
     assert record["status"]["code"] == "ok", record["status"]
     assert read_record(run / "result.json") == record
     entry = record["artifact"]
@@ -98,19 +101,22 @@ def test_artifact_reproduces_the_validation_predictions(
 
     loaded = load_artifact(run)
     assert not any(p.requires_grad for p in loaded.parameters())
-    predictions, outputs = validation_predictions(spec, loaded)
+    predictions, outputs = validation_predictions(spec, loaded, tokenized(spec))
     assert predictions == read_predictions(run / PREDICTIONS_FILE).predictions.tolist()
     validation = run_outputs[0]
     assert len(outputs) == len(validation)
     assert all(torch.equal(a, b) for a, b in zip(outputs, validation, strict=True))
 
 
-def test_peft_artifact_keeps_a_plain_head_beside_peft_files(tmp_path):
+def test_peft_artifact_keeps_a_plain_head_beside_peft_files(tmp_path, tokenized):
     """LoRA leaves the classifier a plain module: peft's file lacks it, head.safetensors has
     it; a wrong base (another fingerprint) is refused."""
     spec = resolve_spec("minilm-l2", "lora", "docstring-match", 0, TINY)
     run = tmp_path / "run"
-    record = execute(spec, run, command="t", lock_dir=tmp_path / "l", save_artifacts=True)
+    record = execute(
+        spec, run, tokenized_dir=tokenized(spec), command="t", lock_dir=tmp_path / "l",
+        save_artifacts=True,
+    )  # fmt: skip
     assert HEAD_FILE in record["artifact"]["files"]
     described = json.loads((run / ARTIFACT_DIR / INFO_FILE).read_text())
     assert described["head_tensors"] and described["hparams"] == spec.hparams
@@ -120,10 +126,12 @@ def test_peft_artifact_keeps_a_plain_head_beside_peft_files(tmp_path):
         load_artifact(run)
 
 
-def test_runs_without_the_option_keep_no_artifact(tmp_path):
+def test_runs_without_the_option_keep_no_artifact(tmp_path, tokenized):
     spec = resolve_spec("minilm-l2", "bitfit", "docstring-match", 0, TINY)
     run = tmp_path / "run"
     (run / ARTIFACT_DIR).mkdir(parents=True)  # an earlier run's: removed
-    record = execute(spec, run, threads=1, command="t", lock_dir=tmp_path / "l")
+    record = execute(
+        spec, run, tokenized_dir=tokenized(spec), threads=1, command="t", lock_dir=tmp_path / "l"
+    )
     assert record["status"]["code"] == "ok" and "artifact" not in record
     assert not (run / ARTIFACT_DIR).exists()

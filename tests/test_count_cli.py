@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import run_cli
 
 KEYS = {
@@ -12,6 +14,7 @@ KEYS = {
 }
 
 
+@pytest.mark.slow
 def test_count_prints_the_standard_keys_as_json():
     out = run_cli("count", "--model", "roberta-base", "--method", "lora", "--json").stdout
     counts = json.loads(out)
@@ -28,11 +31,13 @@ def test_count_refuses_unknown_hyperparameters_with_the_valid_ones():
     assert "unknown hyperparameter 'r'" in result.stderr and "lr" in result.stderr
 
 
+@pytest.mark.slow
 def test_count_unknown_model_lists_models():
     result = run_cli("count", "--model", "bert-huge", "--method", "lora", check=False)
     assert result.returncode == 2 and "llama-3-70b" in result.stderr
 
 
+@pytest.mark.slow
 def test_count_text_output_shows_json_values():
     out = run_cli("count", "--model", "roberta-base", "--method", "lora").stdout
     rows = dict(line.split(None, 1) for line in out.splitlines())

@@ -15,10 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
 
+from peftbench.planning.sweep import SweepError, plan_sweep
 from peftbench.records.record import read_record
 from tests.conftest import REPO, run_cli, run_snakemake
 from tests.conftest import write_config as write_tiny_config
+from tests.test_configs import overlay
+from tests.tiny_models import tiny_config
 
 PLUGIN_PACKAGE = "pbtest_plugins"
 TINY_BUDGET = {"steps": 3, "batch_size": 4, "max_length": 16}
@@ -53,6 +59,22 @@ class Raises(Failing):
 class CudaOOM(Failing):
     description = "test: CUDA out of memory"
     error = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB")
+
+
+@register_method("diverges")
+class Diverges(Method):
+    """Its steps leave every weight NaN: the next loss is not finite."""
+
+    description = "test: training diverges"
+    hyperparameters = {"lr": learning_rate(1e-4)}
+
+    def apply(self, model, hp, info):
+        return model
+
+    def on_step(self, model, step):
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.fill_(float("nan"))
 
 
 @register_method("never")
@@ -130,17 +152,6 @@ def write_plugin(
     return root
 
 
-def faulty_plugin(root: Path) -> Path:
-    return write_plugin(
-        root,
-        {"faulty": FAULTY_METHODS, "tiny_task": TINY_TASK},
-        {
-            "peftbench.methods": {"faulty": f"{PLUGIN_PACKAGE}.faulty"},
-            "peftbench.tasks": {"tiny-match": f"{PLUGIN_PACKAGE}.tiny_task"},
-        },
-    )
-
-
 def on_pythonpath(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
     """Subprocesses (Snakemake, its jobs, the CLI) see the plugin package at ``root``."""
     monkeypatch.setenv(
@@ -155,45 +166,44 @@ def write_config(folder: Path, **changes) -> Path:
 
 
 @pytest.fixture(scope="module")
-def plugin_env(tmp_path_factory) -> Iterator[Path]:
-    root = faulty_plugin(tmp_path_factory.mktemp("plugins"))
+def plugin_env(test_plugins) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch:
-        on_pythonpath(patch, root)
-        yield root
+        on_pythonpath(patch, test_plugins)
+        yield test_plugins
 
 
 # Failures are data -----------------------------------------------------------------------
 
 EXPECTED = {
-    "full": ("diverged", "loss became"),  # lr 1e12
+    "diverges": ("diverged", "loss became nan"),
     "raises": ("failed", "RuntimeError: boom inside the method"),
     "cuda-oom": ("oom", "CUDA out of memory"),
     "never": ("unsupported", "never applies to bert models"),
 }
+FAILING = list(EXPECTED)
+"""Methods that fail in the shared sweep (conftest.py), beside the methods that finish."""
 
 
 @pytest.mark.slow
-def test_failures_become_records_and_the_sweep_goes_on(plugin_env, tmp_path):
-    # One run that finishes ("slow" without its sleep): a sweep where none does exits non-zero.
-    methods = [*EXPECTED, "slow"]
-    config = write_config(tmp_path, methods=methods, method_hparams={"full": {"lr": 1e12}})
-    # No --keep-going: no job fails, every outcome is a record.
-    result = run_snakemake(tmp_path, "--cores", "2", "--configfile", str(config))
-    summary = "5 runs: 1 ok, 1 oom, 1 unsupported, 1 diverged, 1 failed — see reports/"
-    assert summary in result.stdout + result.stderr
+def test_failures_become_records_and_the_sweep_goes_on(shared_sweep, with_plugins):
+    # No --keep-going: no job fails, every outcome is a record; the 6 other runs finish.
+    summary = "10 runs: 6 ok, 1 oom, 1 unsupported, 1 diverged, 1 failed — see reports/"
+    assert summary in shared_sweep.output
     for method, (code, fragment) in EXPECTED.items():
         record = read_record(
-            tmp_path / f"results/runs/minilm-l2/{method}/docstring-match/default/seed0/result.json"
+            shared_sweep.folder
+            / f"results/runs/minilm-l2/{method}/docstring-match/default/seed0/result.json"
         )
         assert record["status"]["code"] == code, (method, record["status"])
         assert fragment in record["status"]["message"], (method, record["status"])
         assert record["metrics"] == {}
-    markdown = (tmp_path / "reports/leaderboard.md").read_text()
+    markdown = (shared_sweep.folder / "reports/leaderboard.md").read_text()
     for shown in ("diverged", "failed", "out of memory", "unsupported"):
         assert shown in markdown
-    assert run_cli("verify", str(tmp_path / "results")).returncode == 0
+    assert run_cli("verify", str(shared_sweep.folder / "results")).returncode == 0
 
 
+@pytest.mark.slow
 def test_an_import_error_fails_the_sweep_loudly_and_writes_no_record(plugin_env, tmp_path):
     config = write_config(tmp_path, methods=["needs-absent"], seeds=[0, 1])
     result = run_snakemake(tmp_path, "--cores", "1", "--configfile", str(config), check=False)
@@ -205,7 +215,7 @@ def test_an_import_error_fails_the_sweep_loudly_and_writes_no_record(plugin_env,
     assert not (tmp_path / "reports" / "leaderboard.md").exists()
 
 
-def test_a_quantized_run_without_bitsandbytes_is_unsupported(tmp_path, monkeypatch):
+def test_a_quantized_run_without_bitsandbytes_is_unsupported(tmp_path, monkeypatch, tokenized):
     from peftbench.planning.spec import resolve_spec
     from peftbench.run.runner import execute
 
@@ -213,7 +223,9 @@ def test_a_quantized_run_without_bitsandbytes_is_unsupported(tmp_path, monkeypat
     spec = resolve_spec(
         "minilm-l2", "lora", "docstring-match", 0, {**TINY_BUDGET, "precision": "int8"}
     )
-    record = execute(spec, tmp_path / "run", threads=1, lock_dir=tmp_path / "locks")
+    record = execute(
+        spec, tmp_path / "run", tokenized_dir=tokenized(spec), threads=1, lock_dir=tmp_path / "l"
+    )
     assert record["status"]["code"] == "unsupported"
     assert "precision int8 needs the bitsandbytes package" in record["status"]["message"]
     assert "pip install 'bitsandbytes>=0.47,<0.51'" in record["status"]["message"]
@@ -221,7 +233,7 @@ def test_a_quantized_run_without_bitsandbytes_is_unsupported(tmp_path, monkeypat
     assert read_record(tmp_path / "run" / "result.json")["status"]["code"] == "unsupported"
 
 
-def test_a_full_precision_run_needs_no_bitsandbytes(tmp_path, monkeypatch):
+def test_a_full_precision_run_needs_no_bitsandbytes(tmp_path, monkeypatch, tokenized):
     """The quickstart's failure: without bitsandbytes every run, full fine-tuning included,
     was recorded ``failed``. Only the quantized precisions need it."""
     from peftbench.planning.spec import resolve_spec
@@ -231,50 +243,78 @@ def test_a_full_precision_run_needs_no_bitsandbytes(tmp_path, monkeypatch):
     spec = resolve_spec(
         "minilm-l2", "full", "docstring-match", 0, {**TINY_BUDGET, "max_eval_examples": 16}
     )
-    record = execute(spec, tmp_path / "run", threads=1, lock_dir=tmp_path / "locks")
+    record = execute(
+        spec, tmp_path / "run", tokenized_dir=tokenized(spec), threads=1, lock_dir=tmp_path / "l"
+    )
     assert record["status"]["code"] == "ok", record["status"]
 
 
 # Bad input is refused before any job starts ---------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "change, fragments",
-    [
-        ({"method_hparams": {"lora": {"r": "four"}}}, ["r='four'", "int"]),
-        ({"data_dirs": {"glue/sst3": "data"}}, ["unknown task 'glue/sst3'", "glue/sst2"]),
-        ({"budget": {**TINY_BUDGET, "max_length": 4}}, ["4 is less than the minimum of 8"]),
-        ({"budget": {**TINY_BUDGET, "batch_size": "8"}}, ["'8' is not of type 'integer'"]),
-        ({"models": ["minilm-l3"]}, ["unknown model 'minilm-l3'", "minilm-l2"]),
-        ({"seeds": [-1]}, ["-1 is less than the minimum of 0"]),
-        ({"methods": ["lora", "lroa"]}, ["unknown method 'lroa'", "bitfit"]),
-        ({"hparams": {"rank": 4}}, ["unknown hyperparameter 'rank'", "valid:"]),
-        ({"budget": {**TINY_BUDGET, "steps": 0}}, ["0 is less than the minimum of 1"]),
-        ({"count_models": ["bert-huge"]}, ["unknown model 'bert-huge'", "llama-3-70b"]),
-        ({"grid": {"vera": {"lr": [1e-3]}}}, ["grid: method 'vera' is not in methods", "lora"]),
-        ({"grid": {"lora": {"rank": [4, 8]}}}, ["unknown hyperparameter 'rank'", "valid:"]),
-        ({"grid": {"lora": {"max_length": [32]}}}, ["max_length cannot vary"]),
-        # Found on the meta-device build of each run (harness/peftbench/planning/feasibility.py):
-        ({"method_hparams": {"lora": {"r": -4}}}, ["lora", "r", "-4"]),
-        (
-            {"methods": ["p_tuning"], "method_hparams": {"p_tuning": {"encoder": "gru"}}},
-            ["p_tuning", "encoder", "gru", "lstm", "mlp"],
-        ),
-        (
-            {"budget": {**TINY_BUDGET, "max_length": 100000}},
-            ["max_length=100000", "512 positions", "valid: 1 to 512"],
-        ),
-        (
-            {"method_hparams": {"lora": {"target_modules": "nonexistent_proj"}}},
-            ["target_modules='nonexistent_proj'", "valid: auto, all-linear", "query", "value"],
-        ),
-        ({"grid": {"lora": {"lr": []}}}, ["should be non-empty"]),
-        (
-            {"tasks": ["tiny-match"], "budget": {**TINY_BUDGET, "batch_size": 64}},
-            ["batch_size=64", "34 training examples", "40 less the dev split", "valid: 1 to 34"],
-        ),
-    ],
-)
+BAD_CONFIGS = [
+    ({"method_hparams": {"lora": {"r": "four"}}}, ["r='four'", "int"]),
+    ({"data_dirs": {"glue/sst3": "data"}}, ["unknown task 'glue/sst3'", "glue/sst2"]),
+    ({"budget": {**TINY_BUDGET, "max_length": 4}}, ["4 is less than the minimum of 8"]),
+    ({"budget": {**TINY_BUDGET, "batch_size": "8"}}, ["'8' is not of type 'integer'"]),
+    ({"models": ["minilm-l3"]}, ["unknown model 'minilm-l3'", "minilm-l2"]),
+    ({"seeds": [-1]}, ["-1 is less than the minimum of 0"]),
+    ({"methods": ["lora", "lroa"]}, ["unknown method 'lroa'", "bitfit"]),
+    ({"hparams": {"rank": 4}}, ["unknown hyperparameter 'rank'", "valid:"]),
+    ({"budget": {**TINY_BUDGET, "steps": 0}}, ["0 is less than the minimum of 1"]),
+    ({"count_models": ["bert-huge"]}, ["unknown model 'bert-huge'", "llama-3-70b"]),
+    ({"grid": {"vera": {"lr": [1e-3]}}}, ["grid: method 'vera' is not in methods", "lora"]),
+    ({"grid": {"lora": {"rank": [4, 8]}}}, ["unknown hyperparameter 'rank'", "valid:"]),
+    ({"grid": {"lora": {"max_length": [32]}}}, ["max_length cannot vary"]),
+    # Found on the meta-device build of each run (harness/peftbench/planning/feasibility.py):
+    ({"method_hparams": {"lora": {"r": -4}}}, ["lora", "r", "-4"]),
+    (
+        {"methods": ["p_tuning"], "method_hparams": {"p_tuning": {"encoder": "gru"}}},
+        ["p_tuning", "encoder", "gru", "lstm", "mlp"],
+    ),
+    (
+        {"budget": {**TINY_BUDGET, "max_length": 100000}},
+        ["max_length=100000", "512 positions", "valid: 1 to 512"],
+    ),
+    (
+        {"method_hparams": {"lora": {"target_modules": "nonexistent_proj"}}},
+        ["target_modules='nonexistent_proj'", "valid: auto, all-linear", "query", "value"],
+    ),
+    ({"grid": {"lora": {"lr": []}}}, ["should be non-empty"]),
+    (
+        {"tasks": ["tiny-match"], "budget": {**TINY_BUDGET, "batch_size": 64}},
+        ["batch_size=64", "34 training examples", "40 less the dev split", "valid: 1 to 34"],
+    ),
+]
+"""Config changes and what the refusal says. The last one needs the test plugins' task."""
+END_TO_END = [BAD_CONFIGS[5], pytest.param(*BAD_CONFIGS[-1], marks=pytest.mark.slow)]
+"""Refused by the Snakefile's schema check and by planning (with a plugin's task): the whole
+list is checked in this process, as the Snakefile checks a config, these two through
+Snakemake."""
+
+
+def refusal(folder: Path, **change) -> str:
+    """What the workflow says of the tiny config with ``change``, checked as the Snakefile does
+    (config/config.yaml under the config file, the schema, then ``plan_sweep``), in this
+    process."""
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = overlay(default, yaml.safe_load(write_config(folder, **change).read_text()))
+    try:
+        validate(config, str(REPO / "config" / "config.schema.yaml"))
+        plan_sweep(config)
+    except (WorkflowError, SweepError) as error:
+        return str(error)
+    raise AssertionError(f"accepted: {change}")
+
+
+@pytest.mark.parametrize("change, fragments", BAD_CONFIGS[:-1])
+def test_bad_config_is_refused_by_planning(tmp_path, change, fragments):
+    message = refusal(tmp_path, **change)
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+@pytest.mark.parametrize("change, fragments", END_TO_END)  # seeds: [-1]; tiny-match's batch
 def test_bad_config_is_refused_before_any_job(plugin_env, tmp_path, change, fragments):
     config = write_config(tmp_path, **change)
     result = run_snakemake(tmp_path, "-n", "--configfile", str(config), check=False)
@@ -308,16 +348,10 @@ def test_plugin_discovery_imports_declared_entry_points_only(tmp_path, monkeypat
 def hub_calls(monkeypatch) -> list[tuple[str, dict]]:
     """Record the keyword arguments of every transformers loading call (nothing is loaded)."""
     import transformers
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertForSequenceClassification
 
     calls: list[tuple[str, dict]] = []
-    tiny = BertConfig(
-        vocab_size=32,
-        hidden_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=8,
-    )
+    tiny = tiny_config("bert")
 
     def fake(kind, result):
         def from_pretrained(location, *args, **kwargs):

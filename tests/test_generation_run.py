@@ -13,11 +13,13 @@ from peftbench.records.predictions import PREDICTIONS_FILE, read_predictions
 from peftbench.records.record import read_record
 from peftbench.run.runner import GENERATIONS_FILE, execute
 
+pytestmark = pytest.mark.slow  # one tiny-llama run per method, generating: ~15 s each
+
 EXAMPLES = 6
 
 
 @pytest.fixture(scope="module", params=["lora", "prompt_tuning"])
-def run(request, tmp_path_factory):
+def run(request, tmp_path_factory, tokenized):
     method = request.param
     spec = resolve_spec(
         "tiny-llama",
@@ -27,7 +29,7 @@ def run(request, tmp_path_factory):
         overrides={"steps": 2, "batch_size": 4, "max_eval_examples": EXAMPLES, "max_length": 96},
     )
     out = tmp_path_factory.mktemp(method)
-    record = execute(spec, out, threads=1)
+    record = execute(spec, out, tokenized_dir=tokenized(spec), threads=1)
     return method, out, record
 
 

@@ -19,6 +19,7 @@ from peftbench import METHODS, MODELS, TASKS
 from peftbench.methods._modules import LAYOUTS
 from peftbench.plugin.method import Method, is_head
 from peftbench.plugin.model import ModelInfo, model_info
+from tests.tiny_models import TINY_DECODERS, shrunk_config, tiny_config
 
 torch.set_num_threads(2)
 
@@ -106,19 +107,9 @@ def minilm() -> tuple[Callable[[], nn.Module], ModelInfo, dict[str, torch.Tensor
 
 @pytest.fixture(scope="module")
 def gpt2() -> tuple[Callable[[], nn.Module], ModelInfo, dict[str, torch.Tensor]]:
-    from transformers import GPT2Config, GPT2ForSequenceClassification
+    from transformers import GPT2ForSequenceClassification
 
-    config = GPT2Config(
-        n_layer=2,
-        n_embd=64,
-        n_head=4,
-        n_positions=64,
-        vocab_size=128,
-        bos_token_id=1,
-        eos_token_id=1,
-        pad_token_id=0,
-        num_labels=2,
-    )
+    config = tiny_config("gpt2", num_labels=2)
 
     torch.manual_seed(0)
     model = GPT2ForSequenceClassification(config)
@@ -138,31 +129,14 @@ def gpt2() -> tuple[Callable[[], nn.Module], ModelInfo, dict[str, torch.Tensor]]
     return build, info, batch
 
 
-TINY_DECODERS = {
-    "gpt2": {"n_layer": 2, "n_embd": 64, "n_head": 4, "n_positions": 64},
-    "llama": {
-        "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64,
-    },
-}  # fmt: skip
-
-
 @pytest.fixture(scope="module", params=sorted(TINY_DECODERS))
 def causal_lm(request) -> tuple[Callable[[], nn.Module], ModelInfo, dict[str, torch.Tensor]]:
     """A tiny random decoder with its language-model head, and a batch posed as a causal-LM
     task: a right-padded prompt whose last token (the answer) alone is a label."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    config = AutoConfig.for_model(
-        request.param,
-        vocab_size=128,
-        bos_token_id=1,
-        eos_token_id=1,
-        pad_token_id=0,
-        **TINY_DECODERS[request.param],
-    )
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config)
+    model = AutoModelForCausalLM.from_config(tiny_config(request.param))
     info = model_info(f"{request.param}-tiny", model, head="causal-lm")
 
     def build() -> nn.Module:
@@ -362,18 +336,9 @@ def test_prefix_keeps_padding_out(minilm):
 def test_own_modules_on_declared_architectures(model_type):
     """Freeze, Houlsby, Pfeiffer, MAM and UniPELT find their places in every architecture they
     claim (tiny random configs, padded batch) and all their parameters get gradients."""
-    from transformers import CONFIG_MAPPING, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
-    config = CONFIG_MAPPING[model_type]()
-    sizes = {
-        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 4, "intermediate_size": 64, "n_inner": 64, "embedding_size": 32,
-        "vocab_size": 128, "max_position_embeddings": 64, "pad_token_id": 0,
-        "bos_token_id": 1, "eos_token_id": 1,
-    }  # fmt: skip
-    for key, value in sizes.items():
-        if hasattr(config, key):
-            setattr(config, key, value)
+    config = shrunk_config(model_type)
     ids = torch.randint(2, 128, (2, 10), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
     mask[1, 7:] = 0

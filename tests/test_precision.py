@@ -37,19 +37,21 @@ def linear_dtypes() -> Iterator[Counter]:
         handle.remove()
 
 
-def run(tmp_path, method, precision) -> tuple[dict[str, Any], Counter]:
+def run(tmp_path, method, precision, tokenized) -> tuple[dict[str, Any], Counter]:
     """The record of a tiny run through the runner's own entry point, and its linear dtypes."""
     spec = resolve_spec("minilm-l2", method, "docstring-match", 0, {**TINY, "precision": precision})
+    data = tokenized(spec)
     with linear_dtypes() as dtypes:
         record = execute(
-            spec, tmp_path / f"{method}-{precision}", threads=1, lock_dir=tmp_path / "locks"
-        )
+            spec, tmp_path / f"{method}-{precision}", tokenized_dir=data, threads=1,
+            lock_dir=tmp_path / "locks",
+        )  # fmt: skip
     return record, dtypes
 
 
 @pytest.fixture(scope="module")
-def fp32_run(tmp_path_factory):
-    return run(tmp_path_factory.mktemp("fp32"), "lora", "fp32")
+def fp32_run(tmp_path_factory, tokenized):
+    return run(tmp_path_factory.mktemp("fp32"), "lora", "fp32", tokenized)
 
 
 def test_fp32_matmuls_run_in_fp32(fp32_run):
@@ -59,9 +61,9 @@ def test_fp32_matmuls_run_in_fp32(fp32_run):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8", "nf4"])
-def test_lora_trains_at_every_cpu_precision(tmp_path, fp32_run, precision):
+def test_lora_trains_at_every_cpu_precision(tmp_path, tokenized, fp32_run, precision):
     fp32_lora = fp32_run[0]
-    record, dtypes = run(tmp_path, "lora", precision)
+    record, dtypes = run(tmp_path, "lora", precision, tokenized)
     assert record["status"]["code"] == "ok", record["status"]
     assert record["spec"]["hparams"]["precision"] == precision
     # bf16 is autocast: every linear layer multiplies in bf16, in training and evaluation, so
@@ -94,13 +96,13 @@ def test_lora_trains_at_every_cpu_precision(tmp_path, fp32_run, precision):
         assert record["params"]["added"] == fp32_lora["params"]["added"]  # base = quantized base
 
 
-def test_full_fine_tuning_of_a_quantized_base_is_unsupported(tmp_path):
-    record, _ = run(tmp_path, "full", "nf4")
+def test_full_fine_tuning_of_a_quantized_base_is_unsupported(tmp_path, tokenized):
+    record, _ = run(tmp_path, "full", "nf4", tokenized)
     assert record["status"]["code"] == "unsupported"
     assert "quantizes" in record["status"]["message"]
 
 
-def test_bitfit_on_an_int8_base_trains_the_biases(tmp_path):
-    record, _ = run(tmp_path, "bitfit", "int8")
+def test_bitfit_on_an_int8_base_trains_the_biases(tmp_path, tokenized):
+    record, _ = run(tmp_path, "bitfit", "int8", tokenized)
     assert record["status"]["code"] == "ok", record["status"]
     assert record["params"]["trainable_method"] > 0

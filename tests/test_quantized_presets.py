@@ -45,10 +45,12 @@ def test_the_harness_imports_no_peft():
     assert not peft, "peft belongs behind the Method hooks (methods/_peft.py)"
 
 
-def test_a_qlora_run_is_a_lora_run_at_nf4(tmp_path):
+def test_a_qlora_run_is_a_lora_run_at_nf4(tmp_path, tokenized):
     pytest.importorskip("bitsandbytes")
     spec = resolve_spec("minilm-l2", "qlora", "docstring-match", 0, TINY)
-    record = execute(spec, tmp_path / "run", threads=1, lock_dir=tmp_path / "locks")
+    record = execute(
+        spec, tmp_path / "run", tokenized_dir=tokenized(spec), threads=1, lock_dir=tmp_path / "l"
+    )
     assert record["status"]["code"] == "ok", record["status"]
     assert record["spec"]["hparams"]["precision"] == "nf4"
     lora_nf4 = count_model_method(

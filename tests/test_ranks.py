@@ -309,6 +309,7 @@ LORA_QV = 2 * 2 * 8 * (384 + 384)  # minilm-l2: 2 layers × query, value × r·(
 MAGNITUDE = 2 * 2 * 384  # DoRA: one magnitude per output of each adapted matrix
 
 
+@pytest.mark.slow
 def test_third_party_dora_counts_without_weights_say_the_rank_needs_them(third_party):
     out = run_cli("count", "--model", "minilm-l2", "--method", "thirdparty-dora", "--json")
     counts = json.loads(out.stdout)

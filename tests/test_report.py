@@ -584,6 +584,7 @@ def test_an_undeclared_metric_is_refused_naming_the_declared_ones():
         register_metric("loss", higher_is_better=True, best=0.0, worst=10.0)
 
 
+@pytest.mark.slow
 def test_cells_with_predictions_show_intervals_and_whether_they_differ_from_the_best(
     rendered_with_predictions,
 ):

@@ -1,8 +1,8 @@
 """Sweeps that survive: stale results rerun and fresh ones do not, a killed run leaves nothing
 half-written and reruns, and a sweep reproduces its records exactly.
 
-One tiny sweep runs to completion (module fixture); a second one, in another folder, is killed
-twice mid-training, resumed, and must end with the same records.
+The shared sweep (conftest.py) has run to completion; a second one of two of its runs, in
+another folder, is killed twice mid-training, resumed, and must end with the same records.
 """
 
 from __future__ import annotations
@@ -20,65 +20,33 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 
 from peftbench.cli import build_parser
 from peftbench.records.record import read_record
-from tests.conftest import REPO, run_cli, run_snakemake
-from tests.test_faults import FAULTY_METHODS, PLUGIN_PACKAGE, on_pythonpath, write_plugin
+from tests.conftest import REPO, SHARED_SWEEP, run_cli, run_snakemake, write_config
+from tests.test_faults import PLUGIN_PACKAGE
 
 METHODS = ["lora-copy", "slow"]
-BUDGET = {"steps": 20, "batch_size": 4, "max_length": 16}
+"""Two of the shared sweep's methods: a copy of peftbench's LoRA module, free to edit, and a
+head-only method that sleeps ``$PBTEST_STEP_SLEEP`` seconds per step (tests/test_faults.py)."""
 RUN = "results/runs/minilm-l2/{method}/docstring-match/default/seed0/result.json"
 VARYING = ("timing", "throughput", "memory")
 """Record fields that measure the machine, not the result."""
 
 
 def config_file(folder: Path) -> Path:
-    config = {
-        "models": ["minilm-l2"],
-        "methods": METHODS,
-        "tasks": ["docstring-match"],
-        "seeds": [0],
-        "budget": BUDGET,
-        "hparams": {"max_eval_examples": 16},
-        "count_models": [],
+    """The shared sweep's config (conftest.py) for :data:`METHODS` alone."""
+    settings = {key: SHARED_SWEEP[key] for key in ("budget", "hparams", "method_hparams")}
+    return write_config(folder, methods=METHODS, **settings)
+
+
+def planned_hparams(method: str) -> dict:
+    """The budget and hyperparameters the shared sweep sets for ``method``."""
+    return {
+        **SHARED_SWEEP["budget"],
+        **SHARED_SWEEP["hparams"],
+        **SHARED_SWEEP["method_hparams"].get(method, {}),
     }
-    path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-@pytest.fixture(scope="module")
-def plugins(tmp_path_factory) -> Path:
-    """``lora-copy`` (a copy of peftbench's LoRA module, free to edit) and the test methods."""
-    lora = (REPO / "methods" / "lora.py").read_text().replace('"lora"', '"lora-copy"')
-    return write_plugin(
-        tmp_path_factory.mktemp("plugins"),
-        {"lora_copy": lora, "faulty": FAULTY_METHODS},
-        {
-            "peftbench.methods": {
-                "lora-copy": f"{PLUGIN_PACKAGE}.lora_copy",
-                "faulty": f"{PLUGIN_PACKAGE}.faulty",
-            }
-        },
-    )
-
-
-@pytest.fixture(scope="module")
-def finished(plugins, tmp_path_factory):
-    """A completed tiny sweep: ``(folder, config, snakemake's output)``."""
-    folder = tmp_path_factory.mktemp("finished")
-    with pytest.MonkeyPatch.context() as patch:
-        on_pythonpath(patch, plugins)
-        config = config_file(folder)
-        result = run_snakemake(folder, "--cores", "2", "--configfile", str(config))
-        yield folder, config, result.stdout + result.stderr
-
-
-@pytest.fixture
-def env(plugins, monkeypatch) -> None:
-    on_pythonpath(monkeypatch, plugins)
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -99,10 +67,10 @@ def summary_rows(summary: str) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_runs_share_one_tokenization(finished):
-    folder, _, output = finished
-    counts = job_counts(output)
-    assert (counts["tokenize"], counts["run"]) == (1, 2)  # with --cores 2, one tokenization
+def test_runs_share_one_tokenization(shared_sweep, with_plugins):
+    folder = shared_sweep.folder
+    counts = job_counts(shared_sweep.output)
+    assert (counts["tokenize"], counts["run"]) == (1, 10)  # with --cores 2, one tokenization
     assert len(list((folder / "results/cache/tokenized").glob("*/*/*"))) == 1
     fingerprints = {
         read_record(folder / RUN.format(method=m))["provenance"]["data_fingerprint"]
@@ -113,9 +81,9 @@ def test_runs_share_one_tokenization(finished):
 
 
 @pytest.mark.slow
-def test_records_carry_the_command_that_made_them(finished):
+def test_records_carry_the_command_that_made_them(shared_sweep):
     """The job's command names the run's spec file, and that file holds the record's spec."""
-    folder, _, _ = finished
+    folder = shared_sweep.folder
     for method in METHODS:
         path = folder / RUN.format(method=method)
         record = read_record(path)
@@ -125,14 +93,14 @@ def test_records_carry_the_command_that_made_them(finished):
         assert folder / parsed.spec == path.parent / "spec.json"
         assert parsed.model is parsed.method is parsed.set is None  # all in the file
         assert json.loads((folder / parsed.spec).read_text()) == spec
-        planned = {**BUDGET, "max_eval_examples": 16}
+        planned = planned_hparams(method)
         assert {key: spec["hparams"][key] for key in planned} == planned
 
 
 @pytest.mark.slow
-def test_editing_a_method_reruns_its_runs_only(finished, plugins, env):
-    folder, config, _ = finished
-    module = plugins / PLUGIN_PACKAGE / "lora_copy.py"
+def test_editing_a_method_reruns_its_runs_only(shared_sweep, with_plugins):
+    folder, config = shared_sweep.folder, shared_sweep.config
+    module = with_plugins / PLUGIN_PACKAGE / "lora_copy.py"
     original = module.read_text()
     try:
         module.write_text(original + "\n# an edit\n")
@@ -191,8 +159,10 @@ def comparable(record: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_killed_runs_leave_nothing_and_rerun_to_the_same_records(finished, env, tmp_path):
-    reference, _, _ = finished
+def test_killed_runs_leave_nothing_and_rerun_to_the_same_records(
+    shared_sweep, with_plugins, tmp_path
+):
+    reference = shared_sweep.folder
     config, marker = config_file(tmp_path), tmp_path / "training"
     slow = tmp_path / RUN.format(method="slow")
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from peftbench.planning.spec import resolve_spec
+from peftbench.records.predictions import PREDICTIONS_FILE, read_predictions
 from peftbench.records.record import read_record
 from peftbench.run.runner import execute
 
@@ -14,9 +15,12 @@ TINY = {"steps": 4, "batch_size": 8, "max_length": 32, "max_eval_examples": 48}
 TIMING_KEYS = ("timing", "throughput", "memory")
 
 
-def run_once(tmp_path, method="lora", name="a", **overrides):
+def run_once(tmp_path, tokenized, method="lora", name="a", **overrides):
     spec = resolve_spec("minilm-l2", method, "docstring-match", 0, {**TINY, **overrides})
-    return execute(spec, tmp_path / name, threads=1, command="test", lock_dir=tmp_path / "locks")
+    return execute(
+        spec, tmp_path / name, tokenized_dir=tokenized(spec), threads=1, command="test",
+        lock_dir=tmp_path / "locks",
+    )  # fmt: skip
 
 
 def without_timing(record: dict) -> dict:
@@ -29,12 +33,15 @@ def without_timing(record: dict) -> dict:
 
 
 @pytest.mark.parametrize("method", ["full", "bitfit", "lora"])
-def test_run_writes_a_complete_valid_record(tmp_path, method):
-    record = run_once(tmp_path, method)
+def test_run_writes_a_complete_valid_record(tmp_path, tokenized, method):
+    record = run_once(tmp_path, tokenized, method)
     assert record["status"] == {"code": "ok", "message": ""}
     assert read_record(tmp_path / "a" / "result.json") == record
-    values = record["metrics"]["values"]
-    assert 0.0 <= values["accuracy"] <= 1.0 and record["metrics"]["num_examples"] == 48
+    kept = read_predictions(tmp_path / "a" / PREDICTIONS_FILE)  # what the accuracy counts
+    assert kept.run_id == record["run_id"] and len(kept.predictions) == 48
+    assert record["metrics"]["num_examples"] == 48
+    accuracy = float((kept.predictions == kept.references).mean())
+    assert record["metrics"]["values"]["accuracy"] == pytest.approx(accuracy)
     assert record["params"]["trainable"] > 0 and record["params"]["base_total"] > 0
     assert record["throughput"]["train_samples_per_s"] > 0
     assert record["memory"]["train_cpu_peak_rss_bytes"] > 0
@@ -42,31 +49,34 @@ def test_run_writes_a_complete_valid_record(tmp_path, method):
     assert record["spec"]["hparams"]["steps"] == 4 and len(record["training"]["losses"]) == 4
 
 
-def test_cpu_runs_are_deterministic(tmp_path):
-    first, second = run_once(tmp_path, name="a"), run_once(tmp_path, name="b")
+def test_cpu_runs_are_deterministic(tmp_path, tokenized):
+    first, second = run_once(tmp_path, tokenized, name="a"), run_once(tmp_path, tokenized, name="b")
     assert without_timing(first) == without_timing(second)
 
 
-def test_fp16_on_cpu_is_recorded_as_unsupported(tmp_path):
-    record = run_once(tmp_path, precision="fp16")
+def test_fp16_on_cpu_is_recorded_as_unsupported(tmp_path, tokenized):
+    record = run_once(tmp_path, tokenized, precision="fp16")
     assert record["status"]["code"] == "unsupported"
     assert "fp16" in record["status"]["message"]
     assert record["metrics"] == {}
 
 
-def test_divergence_is_recorded(tmp_path):
-    record = run_once(tmp_path, method="full", lr=1e12)
+def test_divergence_is_recorded(tmp_path, tokenized):
+    record = run_once(tmp_path, tokenized, method="full", lr=1e12)
     assert record["status"]["code"] == "diverged", record["status"]
 
 
 @pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama"])
 @pytest.mark.parametrize("method", ["lora", "prompt_tuning"])
-def test_causal_lm_task_on_local_decoders(tmp_path, model, method):
+@pytest.mark.slow
+def test_causal_lm_task_on_local_decoders(tmp_path, tokenized, model, method):
     """A decoder scores each class's answer after the prompt (10 multi-token package names):
     the run trains the answer's likelihood up and evaluates on validation and dev."""
     hp = {**TINY, "steps": 6, "max_length": 48, "max_eval_examples": 20, "lr": 1e-2}
     spec = resolve_spec(model, method, "docstring-module-lm", 0, hp)
-    record = execute(spec, tmp_path / "r", threads=1, command="test", lock_dir=tmp_path / "l")
+    record = execute(
+        spec, tmp_path / "r", tokenized_dir=tokenized(spec), threads=1, lock_dir=tmp_path / "l"
+    )
     assert record["status"]["code"] == "ok", record["status"]
     losses = record["training"]["losses"]
     assert losses[-1] < losses[0]
@@ -76,9 +86,12 @@ def test_causal_lm_task_on_local_decoders(tmp_path, model, method):
     assert record["params"]["trainable_head"] == 0  # the LM head is pretrained, not a task head
 
 
-def test_deep_prefix_methods_run_on_a_decoder(tmp_path):
+@pytest.mark.slow
+def test_deep_prefix_methods_run_on_a_decoder(tmp_path, tokenized):
     spec = resolve_spec("tiny-gpt2", "mam", "docstring-match-lm", 0, TINY)
-    record = execute(spec, tmp_path / "r", threads=1, command="test", lock_dir=tmp_path / "l")
+    record = execute(
+        spec, tmp_path / "r", tokenized_dir=tokenized(spec), threads=1, lock_dir=tmp_path / "l"
+    )
     assert record["status"]["code"] == "ok", record["status"]
 
 

@@ -152,6 +152,7 @@ def test_tokenize_command_reports_bad_data_in_one_line_with_code_2(tmp_path):
         ("only-train", "data folder 'only-train' has no validation.tsv"),  # relative: workdir
     ],
 )
+@pytest.mark.slow
 def test_sweep_refuses_a_data_dir_without_the_task_files(tmp_path, folder, fragment):
     (tmp_path / "only-train").mkdir()
     (tmp_path / "only-train" / "train.tsv").write_text(RTE_HEADER + RTE_ROWS)

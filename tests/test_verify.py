@@ -25,13 +25,16 @@ RUNS = {
 
 
 @pytest.fixture(scope="module")
-def complete(tmp_path_factory) -> Path:
+def complete(tmp_path_factory, tokenized) -> Path:
     """A results folder as a sweep leaves it: two records and the leaderboard table."""
     results = tmp_path_factory.mktemp("sweep") / "results"
     for method, run_id in RUNS.items():
         spec = resolve_spec("minilm-l2", method, "docstring-match", 0, TINY)
         command = f"peftbench run --model minilm-l2 --method {method} --task docstring-match"
-        execute(spec, results / "runs" / run_id, threads=1, command=command, lock_dir=results)
+        execute(
+            spec, results / "runs" / run_id, tokenized_dir=tokenized(spec), threads=1,
+            command=command, lock_dir=results,
+        )  # fmt: skip
     write_table(
         collect(sorted((results / "runs").rglob("result.json"))), results / "leaderboard.csv"
     )
@@ -54,6 +57,7 @@ def edit_record(path: Path, change: Callable[[dict], None]) -> None:
     path.write_text(json.dumps(record))
 
 
+@pytest.mark.slow
 def test_a_complete_folder_passes(complete):
     assert verify(complete) == (2, [])
     checked = run_cli("verify", str(complete))
@@ -147,6 +151,7 @@ def test_problems_name_their_file(results, damage, where, fragments):
         assert any(fragment in p.message for p in named), (fragment, problems)
 
 
+@pytest.mark.slow
 def test_verify_command_fails_on_problems(results):
     deleted(results)
     checked = run_cli("verify", str(results), check=False)
