@@ -150,6 +150,8 @@ PAPER_LINK = re.compile(
     r"https?://(?:arxiv\.org|huggingface\.co/papers|aclanthology\.org|openreview\.net)/"
     r"\S*?(?=[\s)\]>`'\",]|\.(?:\s|$)|$)"
 )
+NORM_LAYERS = "every normalisation layer"
+"""``auto``'s fallback for LayerNorm tuning (:func:`norm_module_names`)."""
 MODEL_DECIDES = "<module names found in the model>"
 """What :meth:`PeftTuner.check_hparams` gives a config for ``target_modules`` that the model
 decides (``apply`` gives the module names it finds)."""
@@ -157,6 +159,16 @@ SPECIAL_TOKENS = ("bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id"
 
 
 @cache
+def norm_module_names(model: Any) -> list[str]:
+    """Every LayerNorm or RMSNorm module of ``model`` (by class name: transformers defines an
+    RMSNorm class per architecture), by full name."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if name and type(module).__name__.endswith(("LayerNorm", "RMSNorm"))
+    ]
+
+
 def peft_types() -> tuple[str, ...]:
     """The ``PeftType`` values of the installed peft (none without peft). peft is imported
     only if it already is: its import takes seconds (torch's included), while listing the
@@ -352,6 +364,12 @@ class PeftTuner(PeftMethod):
         hints = typing.get_type_hints(self.config_class)
         return hints.get("target_modules") is str
 
+    @property
+    def fallback_targets(self) -> str:
+        """What ``auto`` adapts on a model type peft has no default for: every normalisation
+        layer for LayerNorm tuning (the layers it tunes), every linear layer otherwise."""
+        return NORM_LAYERS if self.peft_type == "LN_TUNING" else "all-linear"
+
     def target_modules_param(self) -> HParam:
         if self.single_target:
             return HParam(
@@ -363,7 +381,7 @@ class PeftTuner(PeftMethod):
             known = sorted(self.default_targets)
             auto = (
                 f"peft's default for the model type where peft has one ({len(known)} types: "
-                f"{', '.join(known[:4])}, ...), else all-linear"
+                f"{', '.join(known[:4])}, ...), else {self.fallback_targets}"
             )
         return HParam("auto", f"{TARGET_MODULES_HELP}; auto: {auto}")
 
@@ -489,9 +507,11 @@ class PeftTuner(PeftMethod):
         if names is None:
             if self.default_targets is None:
                 return None
-            names = self.default_targets.get(info.model_type) or ["all-linear"]
+            names = self.default_targets.get(info.model_type) or [self.fallback_targets]
         if names == "all-linear" or names == ["all-linear"]:
             names = linear_module_names(model, info)
+        elif names == [NORM_LAYERS]:
+            names = norm_module_names(model)
         found = [
             full
             for full, _ in model.named_modules()

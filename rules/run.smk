@@ -4,19 +4,20 @@
 # killed mid-way leaves no result.json, so the next invocation reruns it.
 
 
+# In a thread of the Snakemake process, which planned the spec already (a `run:` block and
+# profiles/default's force-use-threads: no process started per run; and no conda environment,
+# which only scripts and shell commands take).
 rule spec:
     output:
         f"{RUN}/{SPEC_FILE}",
     log:
         f"{RESULTS}/logs/specs/{RUN_PATTERN}.log",
-    conda:
-        "../envs/peftbench.yaml"
     params:
         # The resolved spec itself: a changed value (config, defaults) rewrites the file, which
         # reruns the run.
         spec=lambda w: SWEEP.spec_json(**w),
-    script:
-        "../scripts/spec.py"
+    run:
+        write_run_spec(output[0], log[0], params.spec)
 
 
 rule run:

@@ -155,28 +155,46 @@ class FinishedSweep:
     """Snakemake's stdout and stderr."""
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]):
+    """The folder ``name`` that ``build`` fills once per test session: the first pytest-xdist
+    worker to ask builds it while the others wait on a lock, then all read it (the workers'
+    temporary folders share a parent that is this session's own)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def test_plugins(tmp_path_factory) -> Path:
     """A folder that installs, once on ``PYTHONPATH``, the test-only plugins of
-    tests/test_faults.py, ``lora-copy`` (a copy of peftbench's LoRA module, free to edit) and
+    tests/test_faults.py, ``lora-copy`` (a copy of peftbench's LoRA module; edit a copy of the
+    folder, as tests/test_rerun.py does: every worker reads this one) and
     examples/peftbench-layernorm as its ``pyproject.toml`` declares it. This process never
     imports them; subprocesses (Snakemake, its jobs, the CLI) do."""
     from tests.test_faults import FAULTY_METHODS, PLUGIN_PACKAGE, TINY_TASK, write_plugin
     from tests.test_plugin_example import install_example
 
-    lora = (REPO / "methods" / "lora.py").read_text().replace('"lora"', '"lora-copy"')
-    root = write_plugin(
-        tmp_path_factory.mktemp("plugins"),
-        {"faulty": FAULTY_METHODS, "tiny_task": TINY_TASK, "lora_copy": lora},
-        {
+    def build(root: Path) -> None:
+        lora = (REPO / "methods" / "lora.py").read_text().replace('"lora"', '"lora-copy"')
+        entry_points = {
             "peftbench.methods": {
                 "faulty": f"{PLUGIN_PACKAGE}.faulty",
                 "lora-copy": f"{PLUGIN_PACKAGE}.lora_copy",
             },
             "peftbench.tasks": {"tiny-match": f"{PLUGIN_PACKAGE}.tiny_task"},
-        },
-    )
-    return install_example(root)
+        }
+        modules = {"faulty": FAULTY_METHODS, "tiny_task": TINY_TASK, "lora_copy": lora}
+        install_example(write_plugin(root, modules, entry_points))
+
+    return built_once(tmp_path_factory, "plugins", build)
 
 
 @pytest.fixture
@@ -195,9 +213,17 @@ def shared_sweep(test_plugins: Path, tmp_path_factory) -> FinishedSweep:
     two-point learning-rate grid) and tests/test_faults.py's failing methods, at 3 steps of 4."""
     from tests.test_faults import FAILING, on_pythonpath
 
-    folder = tmp_path_factory.mktemp("shared-sweep")
-    config = write_config(folder, methods=[*SHARED_METHODS, *FAILING], **SHARED_SWEEP)
-    with pytest.MonkeyPatch.context() as patch:
-        on_pythonpath(patch, test_plugins)
-        result = run_snakemake(folder, "--cores", "2", "--configfile", str(config))
-    return FinishedSweep(folder, config, result.stdout + result.stderr)
+    def build(folder: Path) -> None:
+        config = write_config(folder, methods=[*SHARED_METHODS, *FAILING], **SHARED_SWEEP)
+        with pytest.MonkeyPatch.context() as patch:
+            on_pythonpath(patch, test_plugins)
+            result = run_snakemake(folder, "--cores", "2", "--configfile", str(config))
+        (folder / SHARED_SWEEP_OUTPUT).write_text(result.stdout + result.stderr)
+
+    folder = built_once(tmp_path_factory, "shared-sweep", build)
+    output = (folder / SHARED_SWEEP_OUTPUT).read_text()
+    return FinishedSweep(folder, folder / "config.yaml", output)
+
+
+SHARED_SWEEP_OUTPUT = "snakemake-output.txt"
+"""Where the shared sweep keeps Snakemake's stdout and stderr for every worker."""

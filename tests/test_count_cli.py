@@ -9,8 +9,18 @@ import pytest
 from tests.conftest import run_cli
 
 KEYS = {
-    "base_total", "trainable", "trainable_method", "trainable_head", "added", "added_method",
-    "added_head", "stored", "stored_bytes", "changed", "inference_added", "update_rank",
+    "base_total",
+    "trainable",
+    "trainable_method",
+    "trainable_head",
+    "added",
+    "added_method",
+    "added_head",
+    "stored",
+    "stored_bytes",
+    "changed",
+    "inference_added",
+    "update_rank",
 }
 
 
@@ -25,8 +35,9 @@ def test_count_prints_the_standard_keys_as_json():
 
 
 def test_count_refuses_unknown_hyperparameters_with_the_valid_ones():
-    result = run_cli("count", "--model", "bert-base", "--method", "bitfit", "--set", "r=3",
-                     check=False)
+    result = run_cli(
+        "count", "--model", "bert-base", "--method", "bitfit", "--set", "r=3", check=False
+    )
     assert result.returncode == 2
     assert "unknown hyperparameter 'r'" in result.stderr and "lr" in result.stderr
 

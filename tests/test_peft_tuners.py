@@ -99,14 +99,26 @@ def test_model_dependent_refusals_say_why(minilm):
     assert METHODS.get("peft:shadow").unsupported_reason(llama) is None
 
 
-def test_target_modules_auto_is_peft_default_or_every_linear_layer(minilm):
+def test_target_modules_auto_is_peft_default_or_the_layers_the_tuner_adapts(minilm):
     build, info, _ = minilm
     model = build()
     lora = METHODS.get("peft:lora")  # peft maps bert to query and value
     assert {n.rsplit(".", 1)[-1] for n in lora.targets(None, model, info)} == {"query", "value"}
-    ln = METHODS.get("peft:ln_tuning")  # peft has no bert entry for LN tuning: all-linear
+    osf = METHODS.get("peft:osf")  # peft has no bert entry for OSF: every linear layer
     linears = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-    assert set(ln.targets(None, model, info)) == {n for n in linears if not is_head(n, info)}
+    assert set(osf.targets(None, model, info)) == {n for n in linears if not is_head(n, info)}
+    ln = METHODS.get("peft:ln_tuning")  # nor for LN tuning: every LayerNorm, none linear
+    norms = {n for n, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm)}
+    assert set(ln.targets(None, model, info)) == norms and len(norms) == 1 + 2 * 2
+
+
+def test_ln_tuning_on_bert_trains_its_layer_norms_only():
+    """LN tuning's closed form on minilm-l6: the embeddings' LayerNorm and two per layer, each a
+    weight and a bias of the hidden width (a copy peft trains in place of the original)."""
+    from peftbench.planning.counting import count_model_method
+
+    counts = count_model_method("minilm-l6", "peft:ln_tuning")
+    assert counts["trainable_method"] == (1 + 6 * 2) * 2 * 384
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import pytest
 from peftbench.cli import build_parser
 from peftbench.records.record import read_record
 from tests.conftest import REPO, SHARED_SWEEP, run_cli, run_snakemake, write_config
-from tests.test_faults import PLUGIN_PACKAGE
+from tests.test_faults import PLUGIN_PACKAGE, on_pythonpath
 
 METHODS = ["lora-copy", "slow"]
 """Two of the shared sweep's methods: a copy of peftbench's LoRA module, free to edit, and a
@@ -98,15 +98,15 @@ def test_records_carry_the_command_that_made_them(shared_sweep):
 
 
 @pytest.mark.slow
-def test_editing_a_method_reruns_its_runs_only(shared_sweep, with_plugins):
+def test_editing_a_method_reruns_its_runs_only(shared_sweep, with_plugins, tmp_path):
     folder, config = shared_sweep.folder, shared_sweep.config
-    module = with_plugins / PLUGIN_PACKAGE / "lora_copy.py"
-    original = module.read_text()
-    try:
-        module.write_text(original + "\n# an edit\n")
+    edited = tmp_path / "plugins"  # a copy: other workers read the shared plugin folder
+    shutil.copytree(with_plugins, edited)
+    module = edited / PLUGIN_PACKAGE / "lora_copy.py"
+    module.write_text(module.read_text() + "\n# an edit\n")
+    with pytest.MonkeyPatch.context() as patch:
+        on_pythonpath(patch, edited)  # first on PYTHONPATH: the edited copy is imported
         summary = run_snakemake(folder, "--summary", "--configfile", str(config)).stdout
-    finally:
-        module.write_text(original)
     # (--list-changes params lists every output in Snakemake 9; --summary tells them apart.)
     rows = summary_rows(summary)
     lora = RUN.format(method="lora-copy")
@@ -117,7 +117,7 @@ def test_editing_a_method_reruns_its_runs_only(shared_sweep, with_plugins):
         lora
     }
     assert "results/leaderboard.csv" in pending  # the aggregation follows
-    # The hash follows content, not modification times: restored, nothing is stale.
+    # The hash follows content, not modification times: unedited, nothing is stale.
     dry = run_snakemake(folder, "-n", "--configfile", str(config))
     assert "Nothing to be done" in dry.stdout
 
