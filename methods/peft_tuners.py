@@ -158,7 +158,6 @@ decides (``apply`` gives the module names it finds)."""
 SPECIAL_TOKENS = ("bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "cls_token_id")
 
 
-@cache
 def norm_module_names(model: Any) -> list[str]:
     """Every LayerNorm or RMSNorm module of ``model`` (by class name: transformers defines an
     RMSNorm class per architecture), by full name."""
@@ -169,6 +168,7 @@ def norm_module_names(model: Any) -> list[str]:
     ]
 
 
+@cache
 def peft_types() -> tuple[str, ...]:
     """The ``PeftType`` values of the installed peft (none without peft). peft is imported
     only if it already is: its import takes seconds (torch's included), while listing the
