@@ -4,6 +4,7 @@ standard library or ../shared (tests using the latter skip cleanly without it)."
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -165,7 +166,8 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Calla
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     folder, done = root / name, root / f"{name}.done"
     with FileLock(str(root / f"{name}.lock")):
-        if not done.exists():
+        if not done.exists():  # a build that failed left no mark: start it afresh
+            shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir()
             build(folder)
             done.touch()
