@@ -9,19 +9,9 @@ import pytest
 from tests.conftest import run_cli
 
 KEYS = {
-    "base_total",
-    "trainable",
-    "trainable_method",
-    "trainable_head",
-    "added",
-    "added_method",
-    "added_head",
-    "stored",
-    "stored_bytes",
-    "changed",
-    "inference_added",
-    "update_rank",
-}
+    "base_total", "trainable", "trainable_method", "trainable_head", "added", "added_method",
+    "added_head", "stored", "stored_bytes", "changed", "inference_added", "update_rank",
+}  # fmt: skip
 
 
 @pytest.mark.slow
