@@ -26,7 +26,13 @@ from peftbench.run.heads import for_head, loaders
 from peftbench.run.heads import predict as _predict
 from peftbench.run.runner import _load_data, execute
 
-TINY = {"steps": 3, "batch_size": 8, "max_length": 32, "max_eval_examples": 32}
+TINY = {
+    "steps": 3,
+    "batch_size": 8,
+    "max_length": 32,
+    "max_eval_examples": 32,
+    "forgetting_texts": 4,
+}
 CASES = [
     ("minilm-l2", "docstring-match", "lora", "peft"),
     ("minilm-l2", "docstring-match", "prompt_tuning", "peft"),

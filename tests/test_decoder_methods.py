@@ -170,7 +170,7 @@ def test_unipelt_names_valid_lora_targets(decoder):
 
 @pytest.mark.slow
 def test_unipelt_run_on_the_causal_lm_task(tmp_path, tokenized):
-    overrides = {"steps": "2", "max_eval_examples": "4"}
+    overrides = {"steps": "2", "max_eval_examples": "4", "forgetting_texts": "4"}
     spec = resolve_spec("tiny-llama", "unipelt", "docstring-match-lm", 0, overrides)
     record = execute(
         spec, tmp_path / "r", tokenized_dir=tokenized(spec), threads=1, lock_dir=tmp_path / "l"

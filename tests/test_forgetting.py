@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from peftbench.planning.spec import FORGETTING_TEXTS
 from peftbench.plugin.registry import METHODS, MODELS, TASKS
 from peftbench.plugin.task import Head
 from peftbench.run.forgetting import (
     MAX_LENGTH,
-    SAMPLE_TEXTS,
     encode,
     fingerprint,
     forgetting_record,
@@ -40,7 +40,7 @@ def manual_cross_entropy(model, ids_list: list[list[int]]) -> float:
 
 def test_the_sample_is_fixed_long_and_no_task_text():
     texts = general_text_sample()
-    assert len(texts) == SAMPLE_TEXTS == len(set(texts)) and texts == general_text_sample()
+    assert len(texts) == FORGETTING_TEXTS == len(set(texts)) and texts == general_text_sample()
     assert fingerprint(texts) == fingerprint(list(texts)) != fingerprint(texts[::-1])
     tokenizer = MODELS.get("tiny-llama").tokenizer()
     assert {len(ids) for ids in encode(tokenizer, texts, MAX_LENGTH)} == {MAX_LENGTH}

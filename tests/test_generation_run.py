@@ -16,6 +16,8 @@ from peftbench.run.runner import GENERATIONS_FILE, execute
 pytestmark = pytest.mark.slow  # one tiny-llama run per method, generating: ~15 s each
 
 EXAMPLES = 6
+FORGETTING_TEXTS = 4
+"""Forgetting on 4 texts of the sample (the whole sample: tests/test_forgetting.py)."""
 
 
 @pytest.fixture(scope="module", params=["lora", "prompt_tuning"])
@@ -26,7 +28,13 @@ def run(request, tmp_path_factory, tokenized):
         method,
         "docstring-name",
         0,
-        overrides={"steps": 2, "batch_size": 4, "max_eval_examples": EXAMPLES, "max_length": 96},
+        overrides={
+            "steps": 2,
+            "batch_size": 4,
+            "max_eval_examples": EXAMPLES,
+            "max_length": 96,
+            "forgetting_texts": FORGETTING_TEXTS,
+        },
     )
     out = tmp_path_factory.mktemp(method)
     record = execute(spec, out, tokenized_dir=tokenized(spec), threads=1)
@@ -54,6 +62,7 @@ def test_forgetting_and_serving_are_recorded(run):
     forgetting = record["forgetting"]
     assert forgetting["unit"] == "nats/token" and forgetting["tokens"] > 0
     assert forgetting["forgetting"] == pytest.approx(forgetting["tuned_ce"] - forgetting["base_ce"])
+    assert forgetting["sample"]["texts"] == FORGETTING_TEXTS  # the run's forgetting_texts
     serving = record["serving"]
     assert serving["unmerged"]["s_per_token"] > 0 and serving["prompts"] == 4
     if method == "lora":  # LoRA folds into the base weights; prompt tuning keeps its prompt

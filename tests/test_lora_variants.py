@@ -18,7 +18,13 @@ from peftbench.run.runner import execute
 R, D, MATRICES = 8, 384, 4
 LORA = MATRICES * R * (D + D)  # A: r×d_in, B: d_out×r per adapted matrix
 HEAD = 2 * D + 2
-TINY = {"steps": 3, "batch_size": 8, "max_length": 32, "max_eval_examples": 16}
+TINY = {
+    "steps": 3,
+    "batch_size": 8,
+    "max_length": 32,
+    "max_eval_examples": 16,
+    "forgetting_texts": 4,
+}
 
 VARIANTS = {
     # --set values: (trainable_method, added_method, declared update_rank.max)
@@ -94,7 +100,7 @@ def test_lorafa_freezes_a_before_counting_and_its_optimizer_keeps_it():
     assert METHODS.get("lora").optimizer(model, resolve_hparams("lora"), []) is None  # AdamW
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=3)
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_each_variant_trains_and_its_record_says_which_ran(variant, tmp_path):
     overrides, trainable, _, rank = VARIANTS[variant]

@@ -161,7 +161,7 @@ def test_hub_path_filters_metamathqa_and_renames_gsm8k(monkeypatch):
     assert metamathqa.HUB_TRAIN == "meta-math/MetaMathQA"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=25)
 def test_the_smoke_config_plans_and_runs_to_a_valid_record(tmp_path):
     """config/metamathqa-smoke.yaml plans; its run, shrunk to the 2-layer SmolLM2 and 2 steps,
     ends in a valid record whose exact match is peft's accuracy over the generations."""
@@ -180,7 +180,8 @@ def test_the_smoke_config_plans_and_runs_to_a_valid_record(tmp_path):
     assert (spec.task, spec.data_dir) == ("metamathqa", "examples/data/metamathqa-smoke")
     recipe = {"lr": 1e-4, "weight_decay": 0.1, "lr_scheduler": "cosine", "max_grad_norm": 1.0}
     assert {key: spec.hparams[key] for key in recipe} == recipe
-    shrunk = {**spec.hparams, "steps": 2, "max_eval_examples": 4, "max_new_tokens": 16}
+    shrunk = {"steps": 2, "max_eval_examples": 4, "max_new_tokens": 16, "forgetting_texts": 4}
+    shrunk = {**spec.hparams, **shrunk}
     small = resolve_spec("smollm2-135m-l2", spec.method, spec.task, 0, shrunk, str(SMOKE))
     record = execute(small, tmp_path / "run", threads=1)
     assert record["status"]["code"] == "ok", record["status"]

@@ -11,7 +11,15 @@ from peftbench.records.predictions import PREDICTIONS_FILE, read_predictions
 from peftbench.records.record import read_record
 from peftbench.run.runner import execute
 
-TINY = {"steps": 4, "batch_size": 8, "max_length": 32, "max_eval_examples": 48}
+TINY = {
+    "steps": 4,
+    "batch_size": 8,
+    "max_length": 32,
+    "max_eval_examples": 48,
+    "forgetting_texts": 4,
+}
+"""A few steps and examples; language-model runs measure forgetting on 4 texts (the whole sample:
+tests/test_forgetting.py)."""
 TIMING_KEYS = ("timing", "throughput", "memory")
 
 

@@ -81,7 +81,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ[CACHE_ENV] = before
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=40)
 def test_rule_writes_a_safetensors_folder_with_the_source_hash(cache):
     meta = read_meta(cache)
     assert meta["source_sha256"] == sha256_file(smollm2.gguf_path())
@@ -125,11 +125,12 @@ def test_answers_what_the_capital_of_france_is(cache):
     assert "Paris" in answer, answer
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)
 def test_lora_run_on_the_two_layer_size(cache, tmp_path):
     run_cli(
         "run", "--model", "smollm2-135m-l2", "--method", "lora", "--task", "docstring-match-lm",
-        "--seed", "0", "--set", "steps=2", "--set", "max_eval_examples=8", "--out", str(tmp_path),
+        "--seed", "0", "--set", "steps=2", "--set", "max_eval_examples=8",
+        "--set", "forgetting_texts=4", "--out", str(tmp_path),
     )  # fmt: skip
     record = json.loads((tmp_path / "result.json").read_text())
     assert record["status"]["code"] == "ok", record["status"]

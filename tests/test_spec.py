@@ -34,6 +34,8 @@ def test_unknown_hyperparameter_names_the_valid_ones():
         ("precision", "fp8", "valid: auto, fp32, bf16, fp16, int8, nf4"),
         ("lr", -1.0, "must be positive"),
         ("head_lr", -1e-3, "must be >= 0"),
+        ("forgetting_texts", 0, r"forgetting_texts=0; valid: 1 to 64 \(the first N texts"),
+        ("forgetting_texts", 65, "forgetting_texts=65; valid: 1 to 64"),
     ],
 )
 def test_bad_values_are_refused(key, value, fragment):

@@ -46,6 +46,8 @@ TRAINING_HPARAM_HELP: dict[str, str] = {
     "max_new_tokens": "generation tasks: most tokens generated per example (0: the task's own)",
     "checkpoint_every_steps": "checkpoint every N steps (0: not by steps); a rerun resumes from it",
     "checkpoint_every_minutes": "checkpoint every N minutes of training (0: not by time)",
+    "forgetting_texts": "language-model runs: forgetting is measured on the first N texts of "
+    "the general-text sample (docs/measurement.md)",
 }
 """Meaning of each training hyperparameter (:data:`peftbench.planning.spec.TRAINING_DEFAULTS`)."""
 MEANING_WIDTH = 70

@@ -20,6 +20,9 @@ from peftbench.plugin.errors import SpecError
 from peftbench.plugin.method import HParam
 from peftbench.plugin.registry import METHODS, MODELS, TASKS
 
+FORGETTING_TEXTS = 64
+"""Texts in the general-text sample that forgetting is measured on
+(:mod:`peftbench.run.forgetting`); ``forgetting_texts`` takes its first N."""
 TRAINING_DEFAULTS: dict[str, Any] = {
     "steps": 100,
     "batch_size": 16,
@@ -35,6 +38,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "max_new_tokens": 0,
     "checkpoint_every_steps": 0,
     "checkpoint_every_minutes": 10.0,
+    "forgetting_texts": FORGETTING_TEXTS,
 }
 """Training budget and loop settings shared by all methods (``max_eval_examples`` 0: all;
 ``head_lr`` 0: the task head trains at ``lr``, like everything else; ``max_new_tokens`` 0: the
@@ -65,8 +69,6 @@ def lr_schedulers() -> tuple[str, ...]:
     from transformers.trainer_utils import SchedulerType
 
     return tuple(s.value for s in SchedulerType if s.value not in SCHEDULERS_NEEDING_MORE)
-
-
 
 
 RUN_PATTERN = "{model}/{method}/{task}/{setting}/seed{seed}"
@@ -208,6 +210,11 @@ def check_hparams(hp: dict[str, Any]) -> None:
     for key in NON_NEGATIVE:
         if hp[key] < 0:
             raise SpecError(f"{key}={hp[key]!r}: must be >= 0 (0: all, or the task's own)")
+    if not 1 <= hp["forgetting_texts"] <= FORGETTING_TEXTS:
+        raise SpecError(
+            f"forgetting_texts={hp['forgetting_texts']!r}; valid: 1 to {FORGETTING_TEXTS} (the "
+            "first N texts of the general-text sample)"
+        )
 
 
 def resolve_spec(

@@ -4,7 +4,8 @@
 The general text is embedded: the module docstrings of Python's standard library (no task uses
 them; the stdlib tasks use function and class docstrings), read with :mod:`tokenize` (nothing
 is imported or executed), whitespace-normalised, at least :data:`MIN_CHARS` long, ordered by a
-hash of the module's name, the first :data:`SAMPLE_TEXTS` kept. The same Python version always
+hash of the module's name, the first :data:`~peftbench.planning.spec.FORGETTING_TEXTS` kept (a
+run's ``forgetting_texts`` measures on the first N of those). The same Python version always
 gives the same sample; its fingerprint is recorded. Each text is cut to the same number of
 tokens.
 """
@@ -21,19 +22,19 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from peftbench.planning.spec import FORGETTING_TEXTS
 from peftbench.run.generation import inference
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-SAMPLE_TEXTS = 64
 MIN_CHARS = 600
 """Long enough that every text fills :data:`MAX_LENGTH` tokens of a subword tokenizer."""
 MAX_LENGTH = 128
 """Tokens per text (the tokenizer's special tokens included)."""
 
 
-def general_text_sample(count: int = SAMPLE_TEXTS) -> list[str]:
+def general_text_sample(count: int = FORGETTING_TEXTS) -> list[str]:
     """The held-out general-text sample: ``count`` standard-library module docstrings."""
     texts = _module_docstrings()
     if len(texts) < count:

@@ -207,7 +207,7 @@ class LanguageModelHead(TaskHead):
         from peftbench.run.forgetting import general_text_sample
 
         run.tokenizer = run.source.tokenizer()  # generation, forgetting, serving
-        run.forget["sample"] = general_text_sample()
+        run.forget["sample"] = general_text_sample(run.hp["forgetting_texts"])
         with phase("forget", run.device, run.record):
             model = run.loaded.model.to(run.device)
             run.forget["base_ce"] = general_text_ce(run, model)
