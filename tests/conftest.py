@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +43,26 @@ def pytest_collectreport(report: pytest.CollectReport) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``slurm`` tests need a cluster: they run only where ``-m`` names them (``-m slurm``),
-    whatever else selects tests (the fast tier's ``-m "not slow"`` included)."""
-    if "slurm" in (config.option.markexpr or ""):
-        return
-    cluster = [item for item in items if item.get_closest_marker("slurm")]
-    if cluster:
-        config.hook.pytest_deselected(items=cluster)
-        items[:] = [item for item in items if not item.get_closest_marker("slurm")]
+    whatever else selects tests (the fast tier's ``-m "not slow"`` included). The modules run
+    longest first (:func:`expected_seconds`), so that pytest-xdist, which hands modules out in
+    this order, does not end on one worker with a long module while the others idle."""
+    if "slurm" not in (config.option.markexpr or ""):
+        cluster = [item for item in items if item.get_closest_marker("slurm")]
+        if cluster:
+            config.hook.pytest_deselected(items=cluster)
+            items[:] = [item for item in items if not item.get_closest_marker("slurm")]
+    seconds: dict[str, float] = defaultdict(float)
+    for item in items:
+        seconds[item.path] += expected_seconds(item)
+    items.sort(key=lambda item: -seconds[item.path])  # stable: a module's own order is kept
+
+
+def expected_seconds(item: pytest.Item) -> float:
+    """About how long ``item`` takes on 2 busy cores: a ``slow`` test says so where it takes
+    much longer than 5 s (``@pytest.mark.slow(seconds=150)``), counting the session fixtures it
+    usually builds; any other test, a fraction of a second."""
+    slow = item.get_closest_marker("slow")
+    return slow.kwargs.get("seconds", 5) if slow else 0.2
 
 
 @pytest.fixture

@@ -123,7 +123,7 @@ def write_cluster_config(folder: Path) -> dict:
     return config
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=110)
 def test_sweep_on_slurm_submits_sized_jobs(fake_slurm, tmp_path):
     """The jobs ask SLURM for what the run needs; the fake runs them here, where torch sees no
     GPU, so the run that asked for one fails loudly, with no record."""

@@ -203,7 +203,7 @@ def test_failures_become_records_and_the_sweep_goes_on(shared_sweep, with_plugin
     assert run_cli("verify", str(shared_sweep.folder / "results")).returncode == 0
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)
 def test_an_import_error_fails_the_sweep_loudly_and_writes_no_record(plugin_env, tmp_path):
     config = write_config(tmp_path, methods=["needs-absent"], seeds=[0, 1])
     result = run_snakemake(tmp_path, "--cores", "1", "--configfile", str(config), check=False)

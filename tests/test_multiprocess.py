@@ -30,7 +30,7 @@ def tokenized(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
-@pytest.mark.slow
+@pytest.mark.slow(seconds=25)
 def test_a_two_process_cpu_run_records_every_rank_once(tmp_path, tokenized, method):
     spec = resolve_spec("minilm-l2", method, "docstring-match", 0, TINY, processes=2)
     out = tmp_path / "run"

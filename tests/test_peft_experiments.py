@@ -76,7 +76,7 @@ def cases():
         yield pytest.param(name, marks=marks, id=name)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=0.2)  # together over 5 s
 @pytest.mark.parametrize("name", cases())
 def test_counts_reproduce_peft_published_counts(name):
     published = PUBLISHED[name]

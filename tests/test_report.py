@@ -528,7 +528,7 @@ def test_plots_are_reproducible(tmp_path, rendered):
     assert again["html"].read_bytes() == rendered["html"].read_bytes()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)
 def test_snakemake_report_on_a_tiny_sweep(tmp_path):
     """The workflow's aggregate and report rules on a tiny sweep whose records are synthetic
     (no training), then ``snakemake --report``."""

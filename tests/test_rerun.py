@@ -97,7 +97,7 @@ def test_records_carry_the_command_that_made_them(shared_sweep):
         assert {key: spec["hparams"][key] for key in planned} == planned
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)
 def test_editing_a_method_reruns_its_runs_only(shared_sweep, with_plugins, tmp_path):
     folder, config = shared_sweep.folder, shared_sweep.config
     edited = tmp_path / "plugins"  # a copy: other workers read the shared plugin folder
@@ -158,7 +158,7 @@ def comparable(record: dict) -> dict:
     return {key: value for key, value in record.items() if key not in VARYING}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=150)
 def test_killed_runs_leave_nothing_and_rerun_to_the_same_records(
     shared_sweep, with_plugins, tmp_path
 ):

@@ -63,7 +63,7 @@ def uninterrupted(tmp_path_factory) -> dict:
     return json.loads((out / "result.json").read_text())
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=75)
 def test_a_run_stopped_and_killed_resumes_to_the_uninterrupted_record(tmp_path, uninterrupted):
     """SIGTERM past step 30: a checkpoint, exit 75, no record; the rerun SIGKILLed past step
     60; the next rerun finishes with the uninterrupted run's losses, metrics and counts."""

@@ -7,12 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import TINY_BUDGET, run_cli, run_snakemake, write_config
+from conftest import TINY_BUDGET, run_cli
 
 from peftbench import TASKS
 from peftbench.planning.sweep import SweepError, plan_sweep
 from peftbench.plugin.task import TaskDataError
 from peftbench.run.data import tokenize_task
+from tests.test_faults import refusal
 
 RTE_HEADER = "index\tsentence1\tsentence2\tlabel\n"
 RTE_ROWS = "0\tA cat sat.\tA cat sits.\tentailment\n1\tIt rains.\tIt is dry.\tnot_entailment\n"
@@ -152,19 +153,17 @@ def test_tokenize_command_reports_bad_data_in_one_line_with_code_2(tmp_path):
         ("only-train", "data folder 'only-train' has no validation.tsv"),  # relative: workdir
     ],
 )
-@pytest.mark.slow
-def test_sweep_refuses_a_data_dir_without_the_task_files(tmp_path, folder, fragment):
+def test_sweep_refuses_a_data_dir_without_the_task_files(tmp_path, monkeypatch, folder, fragment):
+    """As the Snakefile checks a config (a relative folder is the working directory's); the
+    refusal through Snakemake itself is tests/test_faults.py's."""
     (tmp_path / "only-train").mkdir()
     (tmp_path / "only-train" / "train.tsv").write_text(RTE_HEADER + RTE_ROWS)
-    config = write_config(
+    monkeypatch.chdir(tmp_path)
+    message = refusal(
         tmp_path, tasks=["glue/rte"], methods=["full"], data_dirs={"glue/rte": folder}
     )
-    result = run_snakemake(tmp_path, "-n", "--configfile", str(config), check=False)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert f"data_dirs: glue/rte: {fragment}" in output
-    assert "train.tsv, validation.tsv" in output
-    assert "rule tokenize" not in output and "Job stats" not in output
+    assert f"data_dirs: glue/rte: {fragment}" in message
+    assert "train.tsv, validation.tsv" in message
 
 
 def test_data_dirs_of_tasks_outside_the_sweep_are_not_checked():

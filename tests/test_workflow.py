@@ -110,7 +110,7 @@ def test_sweep_ends_with_a_line_of_statuses(shared_sweep):
     assert line in shared_sweep.output.splitlines()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)
 def test_sweep_in_which_no_run_finished_fails(tmp_path):
     config = write_config(tmp_path, methods=["lora"], hparams={"precision": "fp16"})
     result = run_snakemake(tmp_path, "--cores", "2", "--configfile", str(config), check=False)
