@@ -41,6 +41,14 @@ def pytest_collectreport(report: pytest.CollectReport) -> None:
         report.outcome = "failed"
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker more than this process may use CPUs. The workflow tests spend
+    about a fifth of their time waiting on Snakemake's subprocesses (nested Snakemake starts,
+    job polling); the extra worker keeps the CPUs busy meanwhile."""
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count())
+    return len(usable) + 1
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``slurm`` tests need a cluster: they run only where ``-m`` names them (``-m slurm``),
     whatever else selects tests (the fast tier's ``-m "not slow"`` included). The modules run
