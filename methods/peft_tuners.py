@@ -151,7 +151,8 @@ PAPER_LINK = re.compile(
     r"\S*?(?=[\s)\]>`'\",]|\.(?:\s|$)|$)"
 )
 NORM_LAYERS = "every normalisation layer"
-"""``auto``'s fallback for LayerNorm tuning (:func:`norm_module_names`)."""
+"""``auto``'s fallback for LayerNorm tuning, in words for the help (:meth:`PeftTuner.targets`
+finds the layers with :func:`norm_module_names`)."""
 MODEL_DECIDES = "<module names found in the model>"
 """What :meth:`PeftTuner.check_hparams` gives a config for ``target_modules`` that the model
 decides (``apply`` gives the module names it finds)."""
@@ -499,19 +500,20 @@ class PeftTuner(PeftMethod):
         return self.config_class(**kwargs)
 
     def targets(self, names: list[str] | str | None, model, info) -> list[str] | None:
-        """``target_modules`` as full module names outside the task head: peft's default for
-        the model type (``names`` ``None``), else ``names`` (every linear layer for
+        """``target_modules`` as full module names outside the task head: for ``names``
+        ``None``, peft's default for the model type, or where peft has none every normalisation
+        layer (LN tuning) or every linear layer; else ``names`` (every linear layer for
         ``all-linear``). ``None`` where the tuner picks its own."""
         from peftbench.plugin.method import linear_module_names
 
         if names is None:
             if self.default_targets is None:
                 return None
-            names = self.default_targets.get(info.model_type) or [self.fallback_targets]
+            names = self.default_targets.get(info.model_type) or (
+                norm_module_names(model) if self.peft_type == "LN_TUNING" else "all-linear"
+            )
         if names == "all-linear" or names == ["all-linear"]:
             names = linear_module_names(model, info)
-        elif names == [NORM_LAYERS]:
-            names = norm_module_names(model)
         found = [
             full
             for full, _ in model.named_modules()

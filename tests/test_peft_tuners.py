@@ -17,7 +17,7 @@ import torch
 
 from peftbench import METHODS, MODELS, TASKS
 from peftbench.methods import peft_tuners
-from peftbench.methods.peft_tuners import NOT_HYPERPARAMETERS, TRIALS, tuner_names
+from peftbench.methods.peft_tuners import NORM_LAYERS, NOT_HYPERPARAMETERS, TRIALS, tuner_names
 from peftbench.planning.spec import resolve_hparams
 from peftbench.plugin.errors import SpecError
 from peftbench.plugin.method import is_head, unfreeze_head
@@ -110,6 +110,8 @@ def test_target_modules_auto_is_peft_default_or_the_layers_the_tuner_adapts(mini
     ln = METHODS.get("peft:ln_tuning")  # nor for LN tuning: every LayerNorm, none linear
     norms = {n for n, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm)}
     assert set(ln.targets(None, model, info)) == norms and len(norms) == 1 + 2 * 2
+    with pytest.raises(ValueError, match="match no module"):  # the help text is no module name
+        ln.targets([NORM_LAYERS], model, info)
 
 
 def test_ln_tuning_on_bert_trains_its_layer_norms_only():
