@@ -49,6 +49,16 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return len(usable) + 1
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """An xdist worker computes on one thread: the workers already outnumber the CPUs, and
+    torch's default of one thread per CPU in each worker oversubscribes them (its OpenMP threads
+    then spin, waiting for each other)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``slurm`` tests need a cluster: they run only where ``-m`` names them (``-m slurm``),
     whatever else selects tests (the fast tier's ``-m "not slow"`` included). The modules run

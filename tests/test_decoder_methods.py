@@ -20,8 +20,6 @@ from peftbench.plugin.quantize import BITS, quantize_linears
 from peftbench.plugin.task import Head
 from peftbench.run.runner import execute
 
-torch.set_num_threads(1)
-
 STEPS = 3
 PROMPTS = ["def load(path): read a json", "the os module", "sort a list of numbers in place"]
 UNSUPPORTED = {("bitfit", "tiny-llama"): "tiny-llama has no bias terms"}

@@ -21,8 +21,6 @@ from peftbench.plugin.method import Method, is_head
 from peftbench.plugin.model import ModelInfo, model_info
 from tests.tiny_models import TINY_DECODERS, shrunk_config, tiny_config
 
-torch.set_num_threads(2)
-
 STEPS = 20
 BATCH = 8
 MAX_LENGTH = 32
