@@ -509,9 +509,9 @@ class PeftTuner(PeftMethod):
         if names is None:
             if self.default_targets is None:
                 return None
-            names = self.default_targets.get(info.model_type) or (
-                norm_module_names(model) if self.peft_type == "LN_TUNING" else "all-linear"
-            )
+            names = self.default_targets.get(info.model_type) or self.fallback_targets
+            if names == NORM_LAYERS:  # auto's own fallback, never a user's value
+                names = norm_module_names(model)
         if names == "all-linear" or names == ["all-linear"]:
             names = linear_module_names(model, info)
         found = [

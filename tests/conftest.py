@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import xdist.plugin
 import yaml
 
 if TYPE_CHECKING:
@@ -41,12 +42,14 @@ def pytest_collectreport(report: pytest.CollectReport) -> None:
         report.outcome = "failed"
 
 
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: one worker more than this process may use CPUs. The workflow tests spend
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto``: one worker more than xdist's own count of CPUs. The workflow tests spend
     about a fifth of their time waiting on Snakemake's subprocesses (nested Snakemake starts,
-    job polling); the extra worker keeps the CPUs busy meanwhile."""
-    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count())
-    return len(usable) + 1
+    job polling); the extra worker keeps the CPUs busy meanwhile. Where
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` is set, it decides, as in xdist."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    return xdist.plugin.pytest_xdist_auto_num_workers(config) + 1
 
 
 def pytest_configure(config: pytest.Config) -> None:
